@@ -1,0 +1,444 @@
+//! `TicketCache`: every operation on `bytemark_tickets_cache`, one MongoDB round trip each on the normal
+//! path. Operations update only the fields they own; fields written by others (the Node service, vendors)
+//! are left as they are.
+
+use std::collections::BTreeSet;
+use std::future::IntoFuture;
+use std::time::{Duration, Instant};
+
+use futures_util::TryStreamExt;
+use mongodb::bson::{doc, Bson, DateTime, Document};
+use mongodb::options::{IndexOptions, ReturnDocument};
+use mongodb::{Client, Collection, IndexModel};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::clock::{format_rfc3339_millis, parse_rfc3339};
+use crate::config::CacheConfig;
+use crate::error::{is_duplicate_key, CacheError, ValidationError};
+use crate::hashing::{self, Integrity};
+use crate::input::{validate_log_entry, validate_passes, LogEntryInput, PassUpdate};
+use crate::schema::{field, LogTimes, Millis, PassKind, Selection, StoredPass, TicketDocument, UserId};
+
+/// The ticket cache over one MongoDB collection. Cheap to clone; share one per execution environment.
+#[derive(Clone, Debug)]
+pub struct TicketCache {
+    docs: Collection<Document>,
+    tickets: Collection<TicketDocument>,
+    log_times: Collection<LogTimes>,
+    config: CacheConfig,
+}
+
+/// A cached document as a read returns it.
+#[derive(Debug, Clone)]
+pub struct CachedTickets {
+    pub user_id: UserId,
+    pub selection: Selection,
+    pub timestamp: Option<Millis>,
+    /// Time since `timestamp`; `None` when the document has no timestamp.
+    pub age: Option<Duration>,
+    /// Older than the freshness TTL (or undated).
+    pub stale: bool,
+    /// How long the document stays fresh from now (zero when stale).
+    pub fresh_for: Duration,
+    /// The requested arrays, in request order; a missing array reads as empty.
+    pub arrays: Vec<(PassKind, Vec<CheckedPass>)>,
+    /// A strong validator over the stored timestamp, hashes and integrity verdicts.
+    pub etag: String,
+}
+
+impl CachedTickets {
+    /// Passes whose stored hash does not match their payload.
+    pub fn mismatches(&self) -> usize {
+        self.arrays.iter().flat_map(|(_, passes)| passes).filter(|p| p.integrity == Integrity::Mismatch).count()
+    }
+}
+
+/// A stored pass with the verdict on its payload hash.
+#[derive(Debug, Clone)]
+pub struct CheckedPass {
+    pub pass: StoredPass,
+    pub integrity: Integrity,
+}
+
+/// What a successful replace stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplaceOutcome {
+    pub timestamp: Millis,
+    pub passes: Option<usize>,
+    pub passes4: Option<usize>,
+}
+
+/// Whether a log entry was added, or was already there (same client `id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    Appended,
+    Duplicate,
+}
+
+/// Counts from one sweep.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SweepReport {
+    pub deleted_documents: u64,
+    pub trimmed_log_entries: u64,
+    /// Entries kept because their `server_time` is not RFC 3339: they cannot be dated.
+    pub unparseable_log_entries: u64,
+    pub examined_documents: u64,
+    /// The document budget ran out: the next run has more to do.
+    pub more_remaining: bool,
+    pub duration_ms: u64,
+}
+
+/// Errors logged since a point in time, by pass kind and error code.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ErrorSummary {
+    pub since: String,
+    pub total: u64,
+    pub by_code: Vec<ErrorCount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorCount {
+    pub kind: PassKind,
+    pub code: String,
+    pub count: u64,
+}
+
+impl TicketCache {
+    pub fn new(client: &Client, config: CacheConfig) -> TicketCache {
+        let docs = client.database(&config.database).collection::<Document>(&config.collection);
+        TicketCache { tickets: docs.clone_with_type(), log_times: docs.clone_with_type(), docs, config }
+    }
+
+    pub fn config(&self) -> &CacheConfig {
+        &self.config
+    }
+
+    /// The raw collection (tests and tools read documents exactly as stored).
+    pub fn collection(&self) -> &Collection<Document> {
+        &self.docs
+    }
+
+    /// Reads one user's passes. The projection names only what the response needs: never the logs.
+    pub async fn get(&self, user: UserId, selection: Selection, now: DateTime) -> Result<Option<CachedTickets>, CacheError> {
+        let mut projection = doc! { "_id": 0, field::TIMESTAMP: 1 };
+        for kind in selection.kinds() {
+            projection.insert(kind.field(), 1);
+        }
+        let found = self.timed(self.tickets.find_one(doc! { field::USER_ID: user }).projection(projection)).await?;
+        Ok(found.map(|document| self.check(user, selection, document, now)))
+    }
+
+    fn check(&self, user: UserId, selection: Selection, mut document: TicketDocument, now: DateTime) -> CachedTickets {
+        let age = document.timestamp.map(|ts| Duration::from_millis(now.timestamp_millis().saturating_sub(ts.0).max(0) as u64));
+        let fresh_for = age.map_or(Duration::ZERO, |age| self.config.fresh_ttl.saturating_sub(age));
+        let arrays: Vec<(PassKind, Vec<CheckedPass>)> = selection
+            .kinds()
+            .iter()
+            .map(|&kind| {
+                let passes = document.take_passes(kind).unwrap_or_default();
+                (kind, passes.into_iter().map(|pass| CheckedPass { integrity: hashing::verify(&pass), pass }).collect())
+            })
+            .collect();
+
+        let mut validator = Sha256::new();
+        validator.update(selection.as_str());
+        validator.update(document.timestamp.map_or(-1, |t| t.0).to_be_bytes());
+        for (kind, passes) in &arrays {
+            validator.update(kind.field());
+            for checked in passes {
+                validator.update([0, checked.integrity as u8]);
+                validator.update(checked.pass.payload_hash.as_deref().unwrap_or("-"));
+            }
+        }
+        let digest = validator.finalize();
+        let etag = format!("\"{}\"", digest[..16].iter().map(|b| format!("{b:02x}")).collect::<String>());
+
+        CachedTickets {
+            user_id: user,
+            selection,
+            timestamp: document.timestamp,
+            age,
+            stale: age.is_none_or(|age| age > self.config.fresh_ttl),
+            fresh_for,
+            arrays,
+            etag,
+        }
+    }
+
+    /// Replaces one or both pass arrays in one atomic upsert.
+    ///
+    /// Monotonic: when the stored `timestamp` is newer than this write nothing changes and the stored
+    /// timestamp is returned as [`CacheError::StaleWrite`]. A pass whose `pass_uuid` was already stored keeps
+    /// the stored fields this service does not own (Mongoose's `_id`, vendor fields).
+    pub async fn replace_passes(&self, user: UserId, update: &PassUpdate, now: DateTime) -> Result<ReplaceOutcome, CacheError> {
+        if update.passes.is_none() && update.passes4.is_none() {
+            return Err(ValidationError::NoPasses.into());
+        }
+        let limits = &self.config.limits;
+        let timestamp = update.timestamp.map_or(Millis::from_datetime(now), |t| t.0);
+        let max_skew = limits.max_clock_skew;
+        if timestamp.0 > now.timestamp_millis() + max_skew.as_millis() as i64 {
+            return Err(ValidationError::TimestampInFuture { timestamp: timestamp.0, max_skew_seconds: max_skew.as_secs() }.into());
+        }
+
+        // Every field is written only when the stored document is not newer (a missing timestamp reads as 0).
+        let writable = doc! { "$lte": [{ "$ifNull": [format!("${}", field::TIMESTAMP), 0_i64] }, timestamp] };
+        let guarded = |new: Bson, name: &str| doc! { "$cond": [writable.clone(), new, format!("${name}")] };
+        let mut set = doc! {
+            field::TIMESTAMP: guarded(timestamp.into(), field::TIMESTAMP),
+            field::EXPIRES_AT: guarded(self.expires_at(now).into(), field::EXPIRES_AT),
+        };
+        let mut outcome = ReplaceOutcome { timestamp, passes: None, passes4: None };
+        for kind in PassKind::ALL {
+            let Some(passes) = update.passes(kind) else { continue };
+            let valid: Vec<Bson> = validate_passes(kind, passes, timestamp, limits)?.into_iter().map(|p| Bson::Document(p.0)).collect();
+            match kind {
+                PassKind::Passes => outcome.passes = Some(valid.len()),
+                PassKind::Passes4 => outcome.passes4 = Some(valid.len()),
+            }
+            set.insert(kind.field(), guarded(merge_by_uuid(kind, valid).into(), kind.field()));
+        }
+        let pipeline = vec![doc! { "$set": set }];
+
+        let write = || {
+            self.docs
+                .find_one_and_update(doc! { field::USER_ID: user }, pipeline.clone())
+                .upsert(true)
+                .return_document(ReturnDocument::After)
+                .projection(doc! { "_id": 0, field::TIMESTAMP: 1 })
+        };
+        let stored = match self.timed(write()).await {
+            // Two first writes raced on the unique index: the document exists now, so update it.
+            Err(CacheError::Database(e)) if is_duplicate_key(&e) => self.timed(write()).await?,
+            other => other?,
+        };
+        let stored_timestamp = stored
+            .as_ref()
+            .and_then(|d| mongodb::bson::from_bson::<Millis>(d.get(field::TIMESTAMP)?.clone()).ok())
+            .unwrap_or(timestamp);
+        if stored_timestamp > timestamp {
+            return Err(CacheError::StaleWrite { stored: stored_timestamp });
+        }
+        Ok(outcome)
+    }
+
+    /// Appends one entry to a pass kind's log, keeping the newest `log_cap` entries. An entry whose `id`
+    /// is already stored is not appended again, so client retries are safe.
+    pub async fn push_log(&self, user: UserId, entry: &LogEntryInput, now: DateTime) -> Result<PushOutcome, CacheError> {
+        let mut stored = validate_log_entry(entry, &self.config.limits)?;
+        stored.insert(field::SERVER_TIME, format_rfc3339_millis(now));
+        let log = entry.kind.log_field();
+        let mut filter = doc! { field::USER_ID: user };
+        if let Some(id) = &entry.id {
+            filter.insert(format!("{log}.{}", field::LOG_ENTRY_ID), doc! { "$ne": id });
+        }
+        let update = doc! {
+            "$push": { log: { "$each": [stored], "$slice": -i64::from(self.config.log_cap) } },
+            "$set": { field::EXPIRES_AT: self.expires_at(now) },
+        };
+        let push = |upsert: bool| self.docs.update_one(filter.clone(), update.clone()).upsert(upsert);
+        match self.timed(push(true)).await {
+            Ok(_) => Ok(PushOutcome::Appended),
+            // The upsert could not insert: either the id is already logged (the filter did not match the
+            // existing document) or a concurrent first write created it. A plain update tells which.
+            Err(CacheError::Database(e)) if is_duplicate_key(&e) => {
+                let result = self.timed(push(false)).await?;
+                Ok(if result.matched_count == 0 { PushOutcome::Duplicate } else { PushOutcome::Appended })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes expired documents and trims old log entries, touching at most `sweep_max_documents`.
+    ///
+    /// The backstop for MongoDB's TTL monitor (which runs once a minute and lags under load) and the only
+    /// cleanup for legacy documents written without `expires_at`.
+    pub async fn sweep(&self, now: DateTime) -> Result<SweepReport, CacheError> {
+        let started = Instant::now();
+        let budget = u64::from(self.config.sweep_max_documents);
+        let mut report = SweepReport::default();
+
+        let legacy_cutoff = now.timestamp_millis() - self.config.expire_after.as_millis() as i64;
+        let expired = doc! { "$or": [
+            { field::EXPIRES_AT: { "$lte": now } },
+            { field::EXPIRES_AT: { "$exists": false }, field::TIMESTAMP: { "$lt": legacy_cutoff } },
+        ] };
+        let mut ids = self.ids_matching(expired.clone(), budget + 1).await?;
+        report.more_remaining = ids.len() as u64 > budget;
+        ids.truncate(budget as usize);
+        if !ids.is_empty() {
+            // The expiry condition is repeated so a document rewritten since the scan survives.
+            let filter = doc! { "$and": [{ "_id": { "$in": ids.clone() } }, expired] };
+            report.deleted_documents = self.timed(self.docs.delete_many(filter)).await?.deleted_count;
+        }
+        report.examined_documents = ids.len() as u64;
+
+        let left = budget - ids.len() as u64;
+        if left == 0 {
+            report.more_remaining = true;
+        } else {
+            self.trim_logs(now, left, &mut report).await?;
+        }
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        Ok(report)
+    }
+
+    async fn ids_matching(&self, filter: Document, limit: u64) -> Result<Vec<Bson>, CacheError> {
+        let cursor = self.timed(self.docs.find(filter).projection(doc! { "_id": 1 }).limit(limit as i64)).await?;
+        let found: Vec<Document> = self.timed(cursor.try_collect()).await?;
+        Ok(found.into_iter().filter_map(|mut d| d.remove("_id")).collect())
+    }
+
+    async fn trim_logs(&self, now: DateTime, budget: u64, report: &mut SweepReport) -> Result<(), CacheError> {
+        let cutoff = DateTime::from_millis(now.timestamp_millis() - self.config.log_retention.as_millis() as i64);
+        let cutoff_text = format_rfc3339_millis(cutoff);
+        // Candidates by string range over the fixed-width UTC form (index-backed); the exact decision is
+        // made below by parsing each entry, so other offsets and non-dates are never dropped by mistake.
+        let old_entry = doc! { "$elemMatch": { field::SERVER_TIME: { "$lt": &cutoff_text, "$regex": "^[0-9]{4}-" } } };
+        let mut branches = Vec::new();
+        let mut projection = doc! { "_id": 1 };
+        for kind in PassKind::ALL {
+            branches.push(doc! { kind.log_field(): old_entry.clone() });
+            projection.insert(format!("{}.{}", kind.log_field(), field::SERVER_TIME), 1);
+        }
+        let cursor = self.timed(self.log_times.find(doc! { "$or": branches }).projection(projection).limit(budget as i64 + 1)).await?;
+        let mut candidates: Vec<LogTimes> = self.timed(cursor.try_collect()).await?;
+        report.more_remaining |= candidates.len() as u64 > budget;
+        candidates.truncate(budget as usize);
+        report.examined_documents += candidates.len() as u64;
+
+        let mut expired_times = BTreeSet::new();
+        for entry in candidates.iter().flat_map(LogTimes::entries) {
+            match entry.server_time.as_ref() {
+                Some(Bson::String(text)) => match parse_rfc3339(text) {
+                    Some(at) if at < cutoff => {
+                        report.trimmed_log_entries += 1;
+                        expired_times.insert(text.clone());
+                    }
+                    Some(_) => {}
+                    None => report.unparseable_log_entries += 1,
+                },
+                _ => report.unparseable_log_entries += 1,
+            }
+        }
+        if expired_times.is_empty() {
+            return Ok(());
+        }
+        // Whether an entry expired depends only on its server_time, so one set serves every document.
+        let times: Vec<Bson> = expired_times.into_iter().map(Bson::String).collect();
+        let mut pull = Document::new();
+        for kind in PassKind::ALL {
+            pull.insert(kind.log_field(), doc! { field::SERVER_TIME: { "$in": times.clone() } });
+        }
+        let ids: Vec<Bson> = candidates.into_iter().map(|c| c.id).collect();
+        self.timed(self.docs.update_many(doc! { "_id": { "$in": ids } }, doc! { "$pull": pull })).await?;
+        Ok(())
+    }
+
+    /// Creates the indexes the queries above rely on. Idempotent: one round trip, a no-op when present.
+    pub async fn ensure_indexes(&self) -> Result<(), CacheError> {
+        self.timed(self.docs.create_indexes(index_models())).await?;
+        Ok(())
+    }
+
+    /// Counts logged errors since `since`, by pass kind and code (an error's `code` field, or the error
+    /// itself when it is a plain string), for monitoring.
+    pub async fn error_summary(&self, since: DateTime) -> Result<ErrorSummary, CacheError> {
+        let since_text = format_rfc3339_millis(since);
+        let entries = |kind: PassKind| {
+            doc! { "$map": {
+                "input": { "$ifNull": [format!("${}", kind.log_field()), []] },
+                "as": "e",
+                "in": { "kind": kind.field(), "server_time": "$$e.server_time", "errors": "$$e.errors" },
+            } }
+        };
+        let recent = |kind: PassKind| doc! { format!("{}.{}", kind.log_field(), field::SERVER_TIME): { "$gte": &since_text } };
+        let pipeline = vec![
+            doc! { "$match": { "$or": [recent(PassKind::Passes), recent(PassKind::Passes4)] } },
+            doc! { "$project": { "_id": 0, "entry": { "$concatArrays": [entries(PassKind::Passes), entries(PassKind::Passes4)] } } },
+            doc! { "$unwind": "$entry" },
+            doc! { "$match": { "entry.server_time": { "$gte": &since_text } } },
+            doc! { "$unwind": "$entry.errors" },
+            doc! { "$group": {
+                "_id": { "kind": "$entry.kind", "code": { "$ifNull": ["$entry.errors.code", "$entry.errors"] } },
+                "count": { "$sum": 1 },
+            } },
+        ];
+        let cursor = self.timed(self.docs.aggregate(pipeline)).await?;
+        let groups: Vec<Document> = self.timed(cursor.try_collect()).await?;
+        let mut by_code: Vec<ErrorCount> = groups
+            .iter()
+            .filter_map(|group| {
+                let key = group.get_document("_id").ok()?;
+                let kind = PassKind::parse(key.get_str("kind").ok()?)?;
+                let code = match key.get("code") {
+                    Some(Bson::String(code)) => code.clone(),
+                    _ => "unknown".to_owned(),
+                };
+                let count = match group.get("count")? {
+                    Bson::Int32(n) => u64::try_from(*n).ok()?,
+                    Bson::Int64(n) => u64::try_from(*n).ok()?,
+                    Bson::Double(n) => *n as u64,
+                    _ => return None,
+                };
+                Some(ErrorCount { kind, code, count })
+            })
+            .collect();
+        by_code.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| (a.kind.field(), &a.code).cmp(&(b.kind.field(), &b.code))));
+        Ok(ErrorSummary { since: since_text, total: by_code.iter().map(|c| c.count).sum(), by_code })
+    }
+
+    fn expires_at(&self, now: DateTime) -> DateTime {
+        DateTime::from_millis(now.timestamp_millis().saturating_add(self.config.expire_after.as_millis() as i64))
+    }
+
+    /// Runs one database operation under the configured time limit.
+    async fn timed<T>(&self, operation: impl IntoFuture<Output = mongodb::error::Result<T>>) -> Result<T, CacheError> {
+        let limit = self.config.operation_timeout;
+        match tokio::time::timeout(limit, operation.into_future()).await {
+            Ok(result) => result.map_err(CacheError::from),
+            Err(_) => Err(CacheError::Timeout(limit.as_millis() as u64)),
+        }
+    }
+}
+
+/// New passes, each merged over the stored pass with the same `pass_uuid` (stored fields first, so the
+/// new values win and fields only the stored pass has survive). `$literal` keeps client strings that
+/// start with `$` from being read as field paths.
+fn merge_by_uuid(kind: PassKind, new_passes: Vec<Bson>) -> Document {
+    let stored = format!("${}", kind.field());
+    doc! { "$map": {
+        "input": { "$literal": new_passes },
+        "as": "new",
+        "in": { "$mergeObjects": [
+            { "$arrayElemAt": [
+                { "$filter": {
+                    "input": { "$ifNull": [stored, []] },
+                    "as": "old",
+                    "cond": { "$eq": ["$$old.pass_uuid", "$$new.pass_uuid"] },
+                } },
+                0,
+            ] },
+            "$$new",
+        ] },
+    } }
+}
+
+/// The collection's indexes, each with the query that uses it.
+pub fn index_models() -> Vec<IndexModel> {
+    let index = |keys: Document, options: IndexOptions| IndexModel::builder().keys(keys).options(options).build();
+    let mut models = vec![
+        // get / replace_passes / push_log filter by user_id; unique so concurrent first writes make one document.
+        index(doc! { field::USER_ID: 1 }, IndexOptions::builder().unique(true).build()),
+        // MongoDB's TTL monitor deletes at `expires_at`; the sweeper's expired-document scan uses it too.
+        index(doc! { field::EXPIRES_AT: 1 }, IndexOptions::builder().expire_after(Duration::ZERO).build()),
+        // The sweeper's scan for legacy documents without `expires_at` (range on `timestamp`).
+        index(doc! { field::TIMESTAMP: 1 }, IndexOptions::default()),
+    ];
+    // The sweeper's range scan for log entries older than the retention (and the error summary's $match).
+    for kind in PassKind::ALL {
+        models.push(index(doc! { format!("{}.{}", kind.log_field(), field::SERVER_TIME): 1 }, IndexOptions::default()));
+    }
+    models
+}

@@ -1,0 +1,338 @@
+//! Writes as clients send them, and their validation into what gets stored.
+//!
+//! Wrong JSON types fail deserialization (the caller reports a bad field); everything that deserializes but
+//! breaks a rule fails [`ValidationError`]. Nothing reaches MongoDB before both pass.
+
+use std::collections::HashSet;
+
+use mongodb::bson::{self, doc, Bson, Document};
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::config::Limits;
+use crate::error::ValidationError;
+use crate::hashing::{self, JCS_ALG};
+use crate::schema::{JsNumber, Millis, PassKind, UserId};
+
+/// A client timestamp: integral milliseconds since the epoch, positive, within JavaScript's safe range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientMillis(pub Millis);
+
+impl<'de> Deserialize<'de> for ClientMillis {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = match JsNumber::deserialize(deserializer)? {
+            JsNumber::Int(v) => v,
+            JsNumber::Float(_) => return Err(de::Error::custom("timestamp must be whole milliseconds")),
+        };
+        if !(1..=UserId::MAX).contains(&value) {
+            return Err(de::Error::custom("timestamp must be positive milliseconds since the epoch"));
+        }
+        Ok(ClientMillis(Millis(value)))
+    }
+}
+
+/// A pass as a client sends it. Fields this service does not know are kept (the schema is not strict).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PassInput {
+    pub pass_uuid: String,
+    pub status: String,
+    #[serde(default)]
+    pub timestamp: Option<ClientMillis>,
+    #[serde(default)]
+    pub free_ticket_status: Option<JsNumber>,
+    pub payload: Map<String, Value>,
+    /// Optional: when sent it must match the payload in one of the two hash forms.
+    #[serde(default)]
+    pub payload_hash: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// `PUT` tickets: new contents for one or both pass arrays.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassUpdate {
+    #[serde(default)]
+    pub timestamp: Option<ClientMillis>,
+    #[serde(default)]
+    pub passes: Option<Vec<PassInput>>,
+    #[serde(default)]
+    pub passes4: Option<Vec<PassInput>>,
+}
+
+impl PassUpdate {
+    pub fn passes(&self, kind: PassKind) -> Option<&Vec<PassInput>> {
+        match kind {
+            PassKind::Passes => self.passes.as_ref(),
+            PassKind::Passes4 => self.passes4.as_ref(),
+        }
+    }
+}
+
+/// `POST` logs: one error-log entry for one pass kind.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogEntryInput {
+    pub kind: PassKind,
+    pub errors: Vec<Value>,
+    #[serde(default)]
+    pub data: Option<Map<String, Value>>,
+    /// Client-chosen id: an entry whose id is already stored is not appended again (safe retries).
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// Fields a client may not set inside a pass: the server owns them, or they only exist in responses.
+const SERVER_OWNED_PASS_FIELDS: [&str; 4] = ["_id", "payload_hash_alg", "payload_hash", "integrity"];
+
+/// A validated pass, ready to store: its payload as BSON and its JCS hash computed here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidPass(pub Document);
+
+/// Validates one array of passes, computing each payload hash. `default_timestamp` fills passes without one.
+pub fn validate_passes(
+    kind: PassKind,
+    passes: &[PassInput],
+    default_timestamp: Millis,
+    limits: &Limits,
+) -> Result<Vec<ValidPass>, ValidationError> {
+    if passes.len() > limits.max_passes {
+        return Err(ValidationError::TooManyPasses { kind: kind.field(), max: limits.max_passes });
+    }
+    let mut seen = HashSet::with_capacity(passes.len());
+    passes
+        .iter()
+        .enumerate()
+        .map(|(index, pass)| {
+            let at = |what: &str| format!("{}[{index}].{what}", kind.field());
+            if !seen.insert(pass.pass_uuid.as_str()) {
+                return Err(ValidationError::DuplicatePass { pass_uuid: pass.pass_uuid.clone() });
+            }
+            check_text(&at("pass_uuid"), &pass.pass_uuid, limits.max_pass_uuid_chars)?;
+            check_text(&at("status"), &pass.status, limits.max_status_chars)?;
+            let payload = Value::Object(pass.payload.clone());
+            check_value(&at("payload"), &payload, 0, limits)?;
+            check_object_keys(&at(""), &pass.extra)?;
+
+            let hash = hashing::jcs_hash(&payload).map_err(|e| ValidationError::Invalid { field: at("payload"), reason: e.to_string() })?;
+            // The canonical form is the payload's size as stored, give or take BSON framing.
+            let payload_doc = bson::to_document(&pass.payload)
+                .map_err(|e| ValidationError::Invalid { field: at("payload"), reason: e.to_string() })?;
+            let canonical_len = serde_json_canonicalizer::to_vec(&payload).map(|v| v.len()).unwrap_or(usize::MAX);
+            if canonical_len > limits.max_payload_bytes {
+                return Err(ValidationError::PayloadTooLarge { field: at("payload"), max: limits.max_payload_bytes });
+            }
+            if let Some(sent) = pass.payload_hash.as_deref() {
+                let matches_jcs = sent.eq_ignore_ascii_case(&hash);
+                if !matches_jcs && !sent.eq_ignore_ascii_case(&hashing::legacy_hash(&payload_doc)) {
+                    return Err(ValidationError::HashMismatch { pass_uuid: pass.pass_uuid.clone() });
+                }
+            }
+
+            let mut stored = doc! {
+                "pass_uuid": &pass.pass_uuid,
+                "timestamp": pass.timestamp.map_or(default_timestamp, |t| t.0),
+                "status": &pass.status,
+                "free_ticket_status": pass.free_ticket_status.map_or(Bson::Null, Bson::from),
+                "payload": payload_doc,
+                "payload_hash": hash,
+                "payload_hash_alg": JCS_ALG,
+            };
+            for (key, value) in &pass.extra {
+                if !SERVER_OWNED_PASS_FIELDS.contains(&key.as_str()) {
+                    let value = bson::to_bson(value).map_err(|e| ValidationError::Invalid { field: at(key), reason: e.to_string() })?;
+                    stored.insert(key.clone(), value);
+                }
+            }
+            Ok(ValidPass(stored))
+        })
+        .collect()
+}
+
+/// Validates a log entry and returns the document to push (without `server_time`, which the caller sets).
+pub fn validate_log_entry(entry: &LogEntryInput, limits: &Limits) -> Result<Document, ValidationError> {
+    if let Some(id) = entry.id.as_deref() {
+        check_text("id", id, limits.max_log_id_chars)?;
+    }
+    if entry.errors.len() > limits.max_log_errors {
+        return Err(ValidationError::Invalid {
+            field: "errors".into(),
+            reason: format!("at most {} errors per entry", limits.max_log_errors),
+        });
+    }
+    let errors = Value::Array(entry.errors.clone());
+    check_value("errors", &errors, 0, limits)?;
+    let data = entry.data.clone().map(Value::Object).unwrap_or(Value::Null);
+    check_value("data", &data, 0, limits)?;
+    let size = serde_json::to_vec(&errors).map_or(usize::MAX, |v| v.len()) + serde_json::to_vec(&data).map_or(usize::MAX, |v| v.len());
+    if size > limits.max_log_entry_bytes {
+        return Err(ValidationError::PayloadTooLarge { field: "errors/data".into(), max: limits.max_log_entry_bytes });
+    }
+    let to_bson = |field: &str, v: &Value| bson::to_bson(v).map_err(|e| ValidationError::Invalid { field: field.into(), reason: e.to_string() });
+    let mut stored = doc! { "errors": to_bson("errors", &errors)?, "data": to_bson("data", &data)? };
+    if let Some(id) = &entry.id {
+        stored.insert("id", id);
+    }
+    Ok(stored)
+}
+
+fn check_text(field: &str, value: &str, max_chars: usize) -> Result<(), ValidationError> {
+    let reason = if value.trim().is_empty() {
+        "must not be empty"
+    } else if value.chars().count() > max_chars {
+        return Err(ValidationError::Invalid { field: field.into(), reason: format!("at most {max_chars} characters") });
+    } else if value.chars().any(char::is_control) {
+        "must not contain control characters"
+    } else {
+        return Ok(());
+    };
+    Err(ValidationError::Invalid { field: field.into(), reason: reason.into() })
+}
+
+/// Rejects what MongoDB cannot store or what would make a document unreasonably large: keys with a
+/// leading `$`, a `.` or NUL; nesting deeper than the limit; integers JavaScript cannot represent.
+fn check_value(field: &str, value: &Value, depth: usize, limits: &Limits) -> Result<(), ValidationError> {
+    if depth > limits.max_payload_depth {
+        return Err(ValidationError::Invalid { field: field.into(), reason: format!("nested deeper than {} levels", limits.max_payload_depth) });
+    }
+    match value {
+        Value::Object(map) => {
+            check_object_keys(field, map)?;
+            map.values().try_for_each(|v| check_value(field, v, depth + 1, limits))
+        }
+        Value::Array(items) => items.iter().try_for_each(|v| check_value(field, v, depth + 1, limits)),
+        Value::Number(n) if n.is_f64() => Ok(()),
+        Value::Number(n) => match n.as_i64() {
+            Some(v) if v.unsigned_abs() <= UserId::MAX as u64 => Ok(()),
+            _ => Err(ValidationError::Invalid { field: field.into(), reason: format!("integer {n} is outside the exactly representable range") }),
+        },
+        _ => Ok(()),
+    }
+}
+
+fn check_object_keys(field: &str, map: &Map<String, Value>) -> Result<(), ValidationError> {
+    match map.keys().find(|k| k.is_empty() || k.starts_with('$') || k.contains('.') || k.contains('\0')) {
+        Some(key) => Err(ValidationError::ForbiddenKey { field: field.trim_end_matches('.').into(), key: key.escape_debug().to_string() }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pass(value: Value) -> PassInput {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn ok_pass(uuid: &str) -> Value {
+        json!({"pass_uuid": uuid, "status": "ACTIVE", "payload": {"a": 1}})
+    }
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
+    #[test]
+    fn computes_jcs_hash_and_keeps_unknown_fields() {
+        let input = pass(json!({"pass_uuid": "u1", "status": "ACTIVE", "payload": {"b": 2, "a": 1}, "vendor_ref": "X-1", "integrity": "verified", "_id": "x"}));
+        let [ValidPass(stored)] = validate_passes(PassKind::Passes, &[input], Millis(5), &limits()).unwrap().try_into().unwrap();
+        assert_eq!(stored.get_str("payload_hash_alg").unwrap(), JCS_ALG);
+        assert_eq!(stored.get_str("payload_hash").unwrap(), hashing::jcs_hash(&json!({"a": 1, "b": 2})).unwrap());
+        assert_eq!(stored.get_i64("timestamp").unwrap(), 5);
+        assert_eq!(stored.get_str("vendor_ref").unwrap(), "X-1");
+        assert!(!stored.contains_key("integrity") && !stored.contains_key("_id"));
+        // Payload key order is the client's.
+        let keys: Vec<_> = stored.get_document("payload").unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["b", "a"]);
+    }
+
+    #[test]
+    fn accepts_client_hash_in_either_form_and_rejects_others() {
+        let payload = json!({"b": 2.5, "a": 1});
+        let jcs = hashing::jcs_hash(&payload).unwrap();
+        let legacy = hashing::legacy_hash(&bson::to_document(&payload).unwrap());
+        assert_ne!(jcs, legacy);
+        for good in [jcs.clone(), legacy, jcs.to_uppercase()] {
+            let input = pass(json!({"pass_uuid": "u", "status": "S", "payload": payload, "payload_hash": good}));
+            assert!(validate_passes(PassKind::Passes, &[input], Millis(1), &limits()).is_ok());
+        }
+        let input = pass(json!({"pass_uuid": "u", "status": "S", "payload": payload, "payload_hash": "00"}));
+        assert!(matches!(validate_passes(PassKind::Passes, &[input], Millis(1), &limits()), Err(ValidationError::HashMismatch { .. })));
+    }
+
+    #[test]
+    fn rejects_keys_mongodb_cannot_store() {
+        for key in ["$where", "a.b", "nul\u{0}", ""] {
+            let mut body = ok_pass("u");
+            body["payload"] = json!({ "outer": { key: 1 } });
+            let err = validate_passes(PassKind::Passes, &[pass(body)], Millis(1), &limits()).unwrap_err();
+            assert!(matches!(err, ValidationError::ForbiddenKey { .. }), "{key:?}: {err:?}");
+        }
+        let mut body = ok_pass("u");
+        body["$set"] = json!(1);
+        assert!(matches!(validate_passes(PassKind::Passes, &[pass(body)], Millis(1), &limits()), Err(ValidationError::ForbiddenKey { .. })));
+    }
+
+    #[test]
+    fn enforces_limits() {
+        let l = limits();
+        let mut deep = json!(1);
+        for _ in 0..=l.max_payload_depth {
+            deep = json!({ "d": deep });
+        }
+        let mut body = ok_pass("u");
+        body["payload"] = deep;
+        assert!(matches!(validate_passes(PassKind::Passes, &[pass(body)], Millis(1), &l), Err(ValidationError::Invalid { .. })));
+
+        let mut body = ok_pass("u");
+        body["payload"] = json!({ "blob": "x".repeat(l.max_payload_bytes) });
+        assert!(matches!(validate_passes(PassKind::Passes, &[pass(body)], Millis(1), &l), Err(ValidationError::PayloadTooLarge { .. })));
+
+        let many: Vec<_> = (0..=l.max_passes).map(|i| pass(ok_pass(&format!("u{i}")))).collect();
+        assert!(matches!(validate_passes(PassKind::Passes4, &many, Millis(1), &l), Err(ValidationError::TooManyPasses { .. })));
+
+        let dupes = [pass(ok_pass("same")), pass(ok_pass("same"))];
+        assert!(matches!(validate_passes(PassKind::Passes, &dupes, Millis(1), &l), Err(ValidationError::DuplicatePass { .. })));
+
+        for (field, value) in [("pass_uuid", json!("")), ("pass_uuid", json!("x".repeat(l.max_pass_uuid_chars + 1))), ("status", json!("a\nb"))] {
+            let mut body = ok_pass("u");
+            body[field] = value;
+            assert!(validate_passes(PassKind::Passes, &[pass(body)], Millis(1), &l).is_err(), "{field}");
+        }
+
+        let mut body = ok_pass("u");
+        body["payload"] = json!({ "n": 9_007_199_254_740_993_u64 });
+        assert!(validate_passes(PassKind::Passes, &[pass(body)], Millis(1), &l).is_err());
+    }
+
+    #[test]
+    fn wrong_types_fail_deserialization() {
+        for body in [
+            json!({"pass_uuid": {"$gt": ""}, "status": "S", "payload": {}}),
+            json!({"pass_uuid": "u", "status": {"$ne": null}, "payload": {}}),
+            json!({"pass_uuid": "u", "status": "S", "payload": []}),
+            json!({"pass_uuid": "u", "status": "S", "payload": {}, "timestamp": 1.5}),
+            json!({"pass_uuid": "u", "status": "S", "payload": {}, "timestamp": -1}),
+            json!({"pass_uuid": "u", "status": "S", "payload": {}, "free_ticket_status": "1"}),
+        ] {
+            assert!(serde_json::from_value::<PassInput>(body.clone()).is_err(), "{body}");
+        }
+        assert!(serde_json::from_value::<PassUpdate>(json!({"passes": [], "extra": 1})).is_err());
+        assert!(serde_json::from_value::<LogEntryInput>(json!({"kind": "passes5", "errors": []})).is_err());
+    }
+
+    #[test]
+    fn log_entries_are_validated() {
+        let l = limits();
+        let entry: LogEntryInput = serde_json::from_value(json!({"kind": "passes", "errors": [{"code": "E"}], "data": {"a": 1}, "id": "r-1"})).unwrap();
+        let stored = validate_log_entry(&entry, &l).unwrap();
+        assert_eq!(stored.get_str("id").unwrap(), "r-1");
+        let bad: LogEntryInput = serde_json::from_value(json!({"kind": "passes", "errors": [{"$where": "1"}]})).unwrap();
+        assert!(validate_log_entry(&bad, &l).is_err());
+        let big: LogEntryInput = serde_json::from_value(json!({"kind": "passes", "errors": ["x".repeat(l.max_log_entry_bytes)]})).unwrap();
+        assert!(matches!(validate_log_entry(&big, &l), Err(ValidationError::PayloadTooLarge { .. })));
+    }
+}

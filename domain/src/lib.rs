@@ -1,0 +1,20 @@
+//! The Bytemark ticket cache: the `bytemark_tickets_cache` document schema, payload hashing, validation
+//! and the cache operations over the official MongoDB driver. Knows nothing of Lambda or HTTP.
+
+pub mod cache;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod hashing;
+pub mod input;
+pub mod schema;
+
+pub use cache::{CachedTickets, CheckedPass, ErrorCount, ErrorSummary, PushOutcome, ReplaceOutcome, SweepReport, TicketCache};
+pub use config::{AccessConfig, CacheConfig, ConfigError, Limits, Settings, UriSource};
+pub use error::{CacheError, ValidationError};
+pub use hashing::Integrity;
+pub use input::{LogEntryInput, PassInput, PassUpdate};
+pub use schema::{JsNumber, Millis, PassKind, Selection, StoredPass, UserId};
+
+/// Re-exported so callers use the same driver and BSON versions as the cache.
+pub use mongodb;

@@ -1,0 +1,292 @@
+//! The shape of a `bytemark_tickets_cache` document, as both this service and the legacy Node/Mongoose
+//! service write it.
+//!
+//! Mongoose stored JavaScript numbers, so every number may arrive as BSON int32, int64 or double, any field
+//! may be missing or null, and sub-documents carry an `_id`. Unknown fields are kept in `extra` so that
+//! nothing this service does not understand is lost when a pass is read and written back.
+
+use std::fmt;
+
+use mongodb::bson::{Bson, Document};
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// Top-level field names, in one place.
+pub mod field {
+    pub const USER_ID: &str = "user_id";
+    pub const TIMESTAMP: &str = "timestamp";
+    pub const EXPIRES_AT: &str = "expires_at";
+    pub const PASS_UUID: &str = "pass_uuid";
+    pub const SERVER_TIME: &str = "server_time";
+    pub const LOG_ENTRY_ID: &str = "id";
+}
+
+/// Which of the two pass arrays (and its log) an operation targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PassKind {
+    Passes,
+    Passes4,
+}
+
+impl PassKind {
+    pub const ALL: [PassKind; 2] = [PassKind::Passes, PassKind::Passes4];
+
+    /// The document field holding this kind's passes.
+    pub fn field(self) -> &'static str {
+        match self {
+            PassKind::Passes => "passes",
+            PassKind::Passes4 => "passes4",
+        }
+    }
+
+    /// The document field holding this kind's error log.
+    pub fn log_field(self) -> &'static str {
+        match self {
+            PassKind::Passes => "passesLog",
+            PassKind::Passes4 => "passes4Log",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<PassKind> {
+        match value {
+            "passes" => Some(PassKind::Passes),
+            "passes4" => Some(PassKind::Passes4),
+            _ => None,
+        }
+    }
+}
+
+/// Which pass arrays a read returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    Only(PassKind),
+    All,
+}
+
+impl Selection {
+    pub fn kinds(self) -> &'static [PassKind] {
+        match self {
+            Selection::Only(PassKind::Passes) => &[PassKind::Passes],
+            Selection::Only(PassKind::Passes4) => &[PassKind::Passes4],
+            Selection::All => &PassKind::ALL,
+        }
+    }
+
+    pub fn includes(self, kind: PassKind) -> bool {
+        self.kinds().contains(&kind)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Selection::Only(kind) => kind.field(),
+            Selection::All => "all",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Selection> {
+        match value {
+            "all" => Some(Selection::All),
+            other => PassKind::parse(other).map(Selection::Only),
+        }
+    }
+}
+
+/// A user id: a positive integer that a JavaScript number can hold exactly (the Node service shares it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct UserId(i64);
+
+impl UserId {
+    /// 2^53 - 1, `Number.MAX_SAFE_INTEGER`.
+    pub const MAX: i64 = 9_007_199_254_740_991;
+
+    pub fn new(value: i64) -> Option<UserId> {
+        (1..=Self::MAX).contains(&value).then_some(UserId(value))
+    }
+
+    /// Parses the decimal digits of a path segment; anything else (signs, fractions, exponents) is refused.
+    pub fn parse(value: &str) -> Option<UserId> {
+        if value.is_empty() || value.len() > 16 || !value.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        value.parse().ok().and_then(UserId::new)
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<UserId> for Bson {
+    fn from(id: UserId) -> Bson {
+        Bson::Int64(id.0)
+    }
+}
+
+/// Milliseconds since the Unix epoch, read from any BSON number (legacy documents hold doubles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Millis(pub i64);
+
+impl Millis {
+    pub fn from_datetime(at: mongodb::bson::DateTime) -> Millis {
+        Millis(at.timestamp_millis())
+    }
+}
+
+impl From<Millis> for Bson {
+    fn from(ms: Millis) -> Bson {
+        Bson::Int64(ms.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Millis {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match JsNumber::deserialize(deserializer)? {
+            JsNumber::Int(v) => Ok(Millis(v)),
+            // Date.now() stored as a double is integral; a fraction carries no meaning for milliseconds.
+            JsNumber::Float(v) if v.is_finite() => Ok(Millis(v.trunc() as i64)),
+            JsNumber::Float(v) => Err(de::Error::custom(format!("timestamp {v} is not a finite number"))),
+        }
+    }
+}
+
+/// A JavaScript number as Mongoose stored it. Integral doubles read as integers, so `1.0` written by an
+/// old driver comes back as `1`, as JavaScript would print it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum JsNumber {
+    Int(i64),
+    Float(f64),
+}
+
+impl JsNumber {
+    fn from_f64(v: f64) -> JsNumber {
+        // Only integral values in the exactly representable range become integers.
+        if v.fract() == 0.0 && v.abs() <= UserId::MAX as f64 {
+            JsNumber::Int(v as i64)
+        } else {
+            JsNumber::Float(v)
+        }
+    }
+}
+
+impl Serialize for JsNumber {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            JsNumber::Int(v) => serializer.serialize_i64(v),
+            JsNumber::Float(v) => serializer.serialize_f64(v),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for JsNumber {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NumberVisitor;
+        impl Visitor<'_> for NumberVisitor {
+            type Value = JsNumber;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number (int32, int64 or double)")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<JsNumber, E> {
+                Ok(JsNumber::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<JsNumber, E> {
+                i64::try_from(v).map(JsNumber::Int).map_err(|_| E::custom("number out of range"))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<JsNumber, E> {
+                Ok(JsNumber::from_f64(v))
+            }
+        }
+        deserializer.deserialize_any(NumberVisitor)
+    }
+}
+
+impl From<JsNumber> for Bson {
+    fn from(n: JsNumber) -> Bson {
+        match n {
+            JsNumber::Int(v) => Bson::Int64(v),
+            JsNumber::Float(v) => Bson::Double(v),
+        }
+    }
+}
+
+/// A pass as stored. Every field is optional because legacy documents may lack any of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct StoredPass {
+    #[serde(default)]
+    pub pass_uuid: Option<String>,
+    #[serde(default)]
+    pub timestamp: Option<Millis>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub free_ticket_status: Option<JsNumber>,
+    #[serde(default)]
+    pub payload: Option<Document>,
+    #[serde(default)]
+    pub payload_hash: Option<String>,
+    /// Absent on passes the Node service wrote (their hash is over `JSON.stringify(payload)`).
+    #[serde(default)]
+    pub payload_hash_alg: Option<String>,
+    /// Fields this service does not own (Mongoose's `_id`, vendor additions): kept as stored.
+    #[serde(flatten)]
+    pub extra: Document,
+}
+
+/// The part of a document a read needs; the projection never asks for the log arrays.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TicketDocument {
+    #[serde(default)]
+    pub timestamp: Option<Millis>,
+    #[serde(default)]
+    pub passes: Option<Vec<StoredPass>>,
+    #[serde(default)]
+    pub passes4: Option<Vec<StoredPass>>,
+}
+
+impl TicketDocument {
+    pub fn passes(&self, kind: PassKind) -> Option<&Vec<StoredPass>> {
+        match kind {
+            PassKind::Passes => self.passes.as_ref(),
+            PassKind::Passes4 => self.passes4.as_ref(),
+        }
+    }
+
+    pub fn take_passes(&mut self, kind: PassKind) -> Option<Vec<StoredPass>> {
+        match kind {
+            PassKind::Passes => self.passes.take(),
+            PassKind::Passes4 => self.passes4.take(),
+        }
+    }
+}
+
+/// A log entry, as read by the sweeper: only `server_time` matters there.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogTime {
+    #[serde(default)]
+    pub server_time: Option<Bson>,
+}
+
+/// The log arrays of a document, projected down to their `server_time`s.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogTimes {
+    #[serde(rename = "_id")]
+    pub id: Bson,
+    #[serde(default, rename = "passesLog")]
+    pub passes_log: Option<Vec<LogTime>>,
+    #[serde(default, rename = "passes4Log")]
+    pub passes4_log: Option<Vec<LogTime>>,
+}
+
+impl LogTimes {
+    pub fn entries(&self) -> impl Iterator<Item = &LogTime> {
+        self.passes_log.iter().chain(self.passes4_log.iter()).flatten()
+    }
+}
