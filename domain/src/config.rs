@@ -64,6 +64,8 @@ pub struct Limits {
     /// How far ahead of the server clock a client timestamp may be. A timestamp far in the future
     /// would make every later (correct) write look stale.
     pub max_clock_skew: Duration,
+    /// Largest request body accepted (both arrays full, with room for JSON whitespace).
+    pub max_request_bytes: usize,
 }
 
 impl Default for Limits {
@@ -78,6 +80,7 @@ impl Default for Limits {
             max_log_entry_bytes: 8 * 1024,
             max_log_id_chars: 128,
             max_clock_skew: Duration::from_secs(300),
+            max_request_bytes: 4 * 1024 * 1024,
         }
     }
 }

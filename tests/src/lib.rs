@@ -1,1 +1,299 @@
-pub fn _x(){}
+//! Test harness: one MongoDB server per test process, chosen in this order and announced on stderr:
+//!
+//! 1. `MONGODB_URI`, when set;
+//! 2. a MongoDB 7 container through testcontainers, when a Docker daemon answers (checked in milliseconds);
+//! 3. the project's MongoDB stand-in (`tests/mongo-standin/standin.py`, mongomock behind the wire protocol).
+//!
+//! Every test gets its own database, so tests run in parallel against the one server.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use domain::mongodb::bson::{Bson, Document};
+use domain::mongodb::event::command::CommandEvent;
+use domain::mongodb::event::EventHandler;
+use domain::mongodb::options::ClientOptions;
+use domain::mongodb::Client;
+use domain::{CacheConfig, TicketCache};
+
+/// The server every test in this process talks to.
+#[derive(Debug, Clone)]
+pub struct TestServer {
+    pub uri: String,
+    pub kind: &'static str,
+}
+
+static SERVER: OnceLock<TestServer> = OnceLock::new();
+
+/// The process-wide test server, started on first use.
+pub fn server() -> &'static TestServer {
+    SERVER.get_or_init(|| {
+        let server = pick_server();
+        let _ = writeln!(std::io::stderr(), "[harness] MongoDB for tests: {} ({})", server.kind, redact(&server.uri));
+        server
+    })
+}
+
+fn pick_server() -> TestServer {
+    if let Some(uri) = std::env::var("MONGODB_URI").ok().filter(|u| !u.trim().is_empty()) {
+        return TestServer { uri, kind: "MONGODB_URI" };
+    }
+    match docker_available() {
+        Ok(()) => start_container(),
+        Err(reason) => {
+            let _ = writeln!(std::io::stderr(), "[harness] no MongoDB container: {reason}; using the stand-in");
+            let standin = StandIn::spawn(0).unwrap_or_else(|e| panic!("cannot start the MongoDB stand-in: {e}"));
+            let uri = standin.uri.clone();
+            // The stand-in exits with this process (--exit-with-parent); keep the handle alive until then.
+            std::mem::forget(standin);
+            TestServer { uri, kind: "stand-in" }
+        }
+    }
+}
+
+fn redact(uri: &str) -> String {
+    match (uri.find("://"), uri.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}<credentials>{}", &uri[..scheme + 3], &uri[at..]),
+        _ => uri.to_owned(),
+    }
+}
+
+/// Answers whether a Docker daemon responds to `/_ping`, quickly, with the reason when it does not.
+pub fn docker_available() -> Result<(), String> {
+    let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let timeout = Duration::from_millis(500);
+    let mut stream: Box<dyn ReadWrite> = if let Some(path) = host.strip_prefix("unix://") {
+        let stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| format!("Docker socket {path}: {e}"))?;
+        stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        Box::new(stream)
+    } else if let Some(addr) = host.strip_prefix("tcp://") {
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(addr)
+            .map_err(|e| format!("DOCKER_HOST {host}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("DOCKER_HOST {host}: no address"))?;
+        let stream = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("Docker at {host}: {e}"))?;
+        stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        Box::new(stream)
+    } else {
+        return Err(format!("unsupported DOCKER_HOST {host}"));
+    };
+    stream.write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n").map_err(|e| format!("Docker ping: {e}"))?;
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    if reply.starts_with("HTTP/1.") && reply.contains(" 200 ") {
+        Ok(())
+    } else {
+        Err("the Docker daemon did not answer /_ping".into())
+    }
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+fn start_container() -> TestServer {
+    use testcontainers_modules::mongo::Mongo;
+    use testcontainers_modules::testcontainers::runners::SyncRunner;
+    use testcontainers_modules::testcontainers::ImageExt;
+    // The blocking runner builds its own runtime; run it off any test's runtime thread.
+    let uri = std::thread::spawn(|| {
+        let container = Mongo::default().with_tag("7.0").start().unwrap_or_else(|e| panic!("MongoDB container: {e}"));
+        let host = container.get_host().map(|h| h.to_string()).unwrap_or_else(|_| "127.0.0.1".into());
+        let port = container.get_host_port_ipv4(27017).unwrap_or_else(|e| panic!("MongoDB container port: {e}"));
+        // Kept for the life of the process; testcontainers' reaper removes it afterwards.
+        std::mem::forget(container);
+        format!("mongodb://{host}:{port}/?directConnection=true")
+    })
+    .join()
+    .unwrap_or_else(|_| panic!("starting the MongoDB container panicked"));
+    TestServer { uri, kind: "testcontainers mongo:7.0" }
+}
+
+/// A stand-in server process. Dropping it kills the process.
+pub struct StandIn {
+    pub uri: String,
+    pub port: u16,
+    child: Child,
+}
+
+impl StandIn {
+    /// Starts the stand-in on `port` (0 picks a free one) and waits until it accepts connections.
+    pub fn spawn(port: u16) -> Result<StandIn, String> {
+        let root = workspace_root();
+        let script = root.join("tests/mongo-standin/standin.py");
+        let python = std::env::var_os("MONGO_STANDIN_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
+            let venv = root.join(".venv/bin/python");
+            if venv.exists() {
+                venv
+            } else {
+                PathBuf::from("python3")
+            }
+        });
+        let mut child = Command::new(&python)
+            .arg(&script)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--exit-with-parent"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("{} {}: {e}", python.display(), script.display()))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let first = lines.next();
+            let _ = tx.send(first);
+            // Keep draining so the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Some(Ok(line))) => line,
+            other => {
+                let _ = child.kill();
+                return Err(format!("the stand-in did not report LISTENING: {other:?} (is the venv set up? `make venv`)"));
+            }
+        };
+        let uri = line.strip_prefix("LISTENING ").ok_or_else(|| format!("unexpected first line {line:?}"))?.trim().to_owned();
+        let port = uri.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse().ok()).ok_or("no port in the URI")?;
+        Ok(StandIn { uri, port, child })
+    }
+
+    /// Stops the process and waits for it to exit.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// The names of the commands a client sent, in order (driver command monitoring).
+#[derive(Clone, Default, Debug)]
+pub struct CommandLog(Arc<Mutex<Vec<(String, Option<Document>)>>>);
+
+impl CommandLog {
+    /// Commands sent so far, without the connection handshake and monitoring chatter.
+    pub fn names(&self) -> Vec<String> {
+        self.0.lock().map(|v| v.iter().map(|(n, _)| n.clone()).collect()).unwrap_or_default()
+    }
+
+    /// Each reply of a command with this name.
+    pub fn replies(&self, name: &str) -> Vec<Document> {
+        self.0
+            .lock()
+            .map(|v| v.iter().filter(|(n, _)| n == name).filter_map(|(_, r)| r.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn clear(&self) {
+        if let Ok(mut v) = self.0.lock() {
+            v.clear();
+        }
+    }
+}
+
+const HANDSHAKE: [&str; 6] = ["hello", "isMaster", "ismaster", "buildInfo", "endSessions", "ping"];
+
+/// A database of its own for one test.
+pub struct TestDb {
+    pub client: Client,
+    pub cache: TicketCache,
+    pub commands: CommandLog,
+    pub database: String,
+}
+
+static NEXT_DB: AtomicU64 = AtomicU64::new(0);
+
+/// A unique database name for this test process.
+pub fn unique_database(prefix: &str) -> String {
+    format!("t_{prefix}_{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::Relaxed))
+}
+
+impl TestDb {
+    /// A fresh database on the test server, with the default cache configuration and indexes in place.
+    pub async fn new(prefix: &str) -> TestDb {
+        TestDb::with_config(prefix, CacheConfig::default()).await
+    }
+
+    pub async fn with_config(prefix: &str, mut config: CacheConfig) -> TestDb {
+        config.database = unique_database(prefix);
+        let commands = CommandLog::default();
+        let client = monitored_client(&server().uri, &commands).await;
+        let cache = TicketCache::new(&client, config.clone());
+        cache.ensure_indexes().await.unwrap_or_else(|e| panic!("ensure_indexes: {e:?}"));
+        commands.clear();
+        TestDb { client, cache, commands, database: config.database }
+    }
+
+    /// Inserts documents exactly as given (legacy fixtures), bypassing the cache.
+    pub async fn insert_raw(&self, documents: &[Document]) {
+        self.cache.collection().insert_many(documents.to_vec()).await.unwrap_or_else(|e| panic!("insert fixtures: {e}"));
+    }
+
+    /// The stored document for a user, exactly as MongoDB returns it (all fields, including logs).
+    pub async fn raw(&self, user_id: i64) -> Option<Document> {
+        self.cache
+            .collection()
+            .find_one(domain::mongodb::bson::doc! { "user_id": user_id })
+            .await
+            .unwrap_or_else(|e| panic!("raw read: {e}"))
+    }
+
+    /// The stored document's BSON bytes, for byte-for-byte comparisons.
+    pub async fn raw_bytes(&self, user_id: i64) -> Option<Vec<u8>> {
+        self.raw(user_id).await.map(|d| {
+            let mut bytes = Vec::new();
+            d.to_writer(&mut bytes).unwrap_or_else(|e| panic!("encode: {e}"));
+            bytes
+        })
+    }
+}
+
+/// A client on the test server that records every command it sends (and each reply).
+pub async fn monitored_client(uri: &str, log: &CommandLog) -> Client {
+    let mut options = ClientOptions::parse(uri).await.unwrap_or_else(|e| panic!("bad test URI: {e}"));
+    options.server_selection_timeout = Some(Duration::from_secs(10));
+    let sink = log.0.clone();
+    let replies = log.0.clone();
+    options.command_event_handler = Some(EventHandler::callback(move |event: CommandEvent| match event {
+        CommandEvent::Started(started) if !HANDSHAKE.contains(&started.command_name.as_str()) => {
+            if let Ok(mut v) = sink.lock() {
+                v.push((started.command_name.clone(), None));
+            }
+        }
+        CommandEvent::Succeeded(done) if !HANDSHAKE.contains(&done.command_name.as_str()) => {
+            if let Ok(mut v) = replies.lock() {
+                if let Some(slot) = v.iter_mut().rev().find(|(n, r)| n == &done.command_name && r.is_none()) {
+                    slot.1 = Some(done.reply.clone());
+                }
+            }
+        }
+        _ => {}
+    }));
+    Client::with_options(options).unwrap_or_else(|e| panic!("client: {e}"))
+}
+
+/// Reads an Extended JSON fixture file (an array of documents) from `tests/fixtures/`.
+pub fn fixture(name: &str) -> Vec<Document> {
+    let path = workspace_root().join("tests/fixtures").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let values: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    values
+        .into_iter()
+        .map(|v| match Bson::try_from(v) {
+            Ok(Bson::Document(d)) => d,
+            other => panic!("{}: not a document: {other:?}", path.display()),
+        })
+        .collect()
+}

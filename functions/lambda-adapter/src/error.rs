@@ -1,0 +1,112 @@
+//! Every way a request can fail, and the one place that turns each into an HTTP response.
+
+use domain::{CacheError, Millis, ValidationError};
+use lambda_http::http::{header, HeaderValue, StatusCode};
+use lambda_http::{Body, Response};
+use serde_json::json;
+
+/// Seconds a client should wait before retrying when the database is unavailable.
+pub const RETRY_AFTER_SECONDS: u32 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("{0}")]
+    InvalidField(String),
+    #[error("user_id must be a positive integer, got {0:?}")]
+    InvalidUserId(String),
+    #[error("format must be one of passes, passes4, all")]
+    InvalidFormat,
+    #[error("the request needs an identity")]
+    Unauthenticated,
+    #[error("this identity may not access this user's data")]
+    Forbidden,
+    #[error("no cached tickets for this user")]
+    NotFound,
+    #[error("no such route")]
+    RouteNotFound,
+    #[error("method not allowed here; allowed: {allow}")]
+    MethodNotAllowed { allow: String },
+    #[error("a newer write is already stored")]
+    StaleWrite { stored: Millis },
+    #[error("the request body is larger than {max} bytes")]
+    BodyTooLarge { max: usize },
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    #[error("the ticket cache is temporarily unavailable, retry later")]
+    Unavailable,
+    #[error("internal error")]
+    Internal,
+}
+
+impl From<CacheError> for ApiError {
+    fn from(err: CacheError) -> Self {
+        match err {
+            CacheError::Validation(e) => ApiError::Validation(e),
+            CacheError::StaleWrite { stored } => ApiError::StaleWrite { stored },
+            CacheError::Unavailable(_) | CacheError::Timeout(_) => ApiError::Unavailable,
+            CacheError::Database(_) => ApiError::Internal,
+        }
+    }
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidJson(_) | ApiError::InvalidField(_) | ApiError::InvalidUserId(_) | ApiError::InvalidFormat => StatusCode::BAD_REQUEST,
+            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::NotFound | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::StaleWrite { .. } => StatusCode::CONFLICT,
+            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable snake_case code clients can branch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidJson(_) => "invalid_json",
+            ApiError::InvalidField(_) => "invalid_field",
+            ApiError::InvalidUserId(_) => "invalid_user_id",
+            ApiError::InvalidFormat => "invalid_format",
+            ApiError::Unauthenticated => "unauthenticated",
+            ApiError::Forbidden => "forbidden",
+            ApiError::NotFound => "not_found",
+            ApiError::RouteNotFound => "route_not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::StaleWrite { .. } => "stale_write",
+            ApiError::BodyTooLarge { .. } => "body_too_large",
+            ApiError::Validation(ValidationError::HashMismatch { .. }) => "payload_hash_mismatch",
+            ApiError::Validation(_) => "validation_failed",
+            ApiError::Unavailable => "unavailable",
+            ApiError::Internal => "internal",
+        }
+    }
+
+    /// The JSON error response. Messages are written for people and never carry internals.
+    pub fn into_response(self) -> Response<Body> {
+        let mut error = json!({ "code": self.code(), "message": self.to_string() });
+        if let ApiError::StaleWrite { stored } = &self {
+            error["stored_timestamp"] = json!(stored.0);
+        }
+        let mut response = crate::response::json(self.status(), &json!({ "error": error }));
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::Unavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            }
+            ApiError::MethodNotAllowed { allow } => {
+                if let Ok(value) = HeaderValue::from_str(allow) {
+                    headers.insert(header::ALLOW, value);
+                }
+            }
+            _ => {}
+        }
+        response
+    }
+}

@@ -1,0 +1,227 @@
+//! The HTTP handlers: request → identity → domain call → response. No cache logic lives here.
+
+use std::time::{Duration, Instant};
+
+use domain::mongodb::bson::{DateTime, Document};
+use domain::{CachedTickets, CacheError, Integrity, JsNumber, LogEntryInput, Millis, PassUpdate, PushOutcome, Selection, UserId};
+use lambda_http::http::{header, HeaderMap, HeaderValue, StatusCode};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::identity::Caller;
+use crate::metrics::Metric;
+use crate::routes::{self, Operation};
+use crate::AppState;
+
+/// Serves one HTTP request for the function that handles `served`. Every failure becomes a JSON error
+/// response; nothing here panics or returns an error to the runtime.
+pub async fn serve(state: &AppState, served: Operation, request: Request) -> Result<Response<Body>, std::convert::Infallible> {
+    Ok(match handle(state, served, &request).await {
+        Ok(response) => response,
+        Err(error) => {
+            if error.status().is_server_error() {
+                tracing::error!(code = error.code(), "request failed");
+            } else {
+                tracing::info!(code = error.code(), status = error.status().as_u16(), "request refused");
+            }
+            error.into_response()
+        }
+    })
+}
+
+async fn handle(state: &AppState, served: Operation, request: &Request) -> Result<Response<Body>, ApiError> {
+    let route_key = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context.route_key.as_deref(),
+        _ => None,
+    };
+    let user_param = request.path_parameters_ref().and_then(|p| p.first("user_id"));
+    let target = routes::resolve(request.method().as_str(), request.uri().path(), route_key, user_param)?;
+    if target.operation != served {
+        // The path exists, but this function serves another method on it.
+        let allow = served.route().map_or_else(String::new, |r| r.method.clone());
+        return Err(ApiError::MethodNotAllowed { allow });
+    }
+    Caller::from_request(request, &state.access).authorize(target.operation, target.user, &state.access)?;
+    match target.operation {
+        Operation::GetTickets => get_tickets(state, target.user, request).await,
+        Operation::UpdateTickets => update_tickets(state, target.user, request).await,
+        Operation::PushLog => push_log(state, target.user, request).await,
+    }
+}
+
+async fn get_tickets(state: &AppState, user: UserId, request: &Request) -> Result<Response<Body>, ApiError> {
+    let selection = match request.query_string_parameters_ref().and_then(|q| q.first("format")) {
+        None => Selection::All,
+        Some(format) => Selection::parse(format).ok_or(ApiError::InvalidFormat)?,
+    };
+    let found = state.timed(state.cache.get(user, selection, DateTime::now())).await?;
+    let Some(tickets) = found else {
+        state.metrics.emit(&[(Metric::CacheMiss, 1.0)]);
+        return Err(ApiError::NotFound);
+    };
+    let mismatches = tickets.mismatches();
+    if mismatches > 0 {
+        tracing::warn!(user_id = %user, mismatches, "stored payloads do not match their hashes");
+    }
+    let outcome = if tickets.stale { Metric::CacheStale } else { Metric::CacheHit };
+    state.metrics.emit(&[(outcome, 1.0), (Metric::IntegrityMismatch, mismatches as f64)]);
+
+    let not_modified = if_none_match(request.headers(), &tickets.etag);
+    let mut response = if not_modified {
+        let mut empty = Response::new(Body::Empty);
+        *empty.status_mut() = StatusCode::NOT_MODIFIED;
+        empty
+    } else {
+        crate::response::json(StatusCode::OK, &TicketsView(&tickets))
+    };
+    let headers = response.headers_mut();
+    let cache_control = format!("private, max-age={}", tickets.fresh_for.as_secs());
+    for (name, value) in [
+        (header::ETAG, tickets.etag.as_str()),
+        (header::CACHE_CONTROL, cache_control.as_str()),
+        (header::HeaderName::from_static("x-cache"), if tickets.stale { "STALE" } else { "HIT" }),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    }
+    Ok(response)
+}
+
+async fn update_tickets(state: &AppState, user: UserId, request: &Request) -> Result<Response<Body>, ApiError> {
+    let update: PassUpdate = parse_body(request, state.max_body_bytes)?;
+    let result = state.timed(state.cache.replace_passes(user, &update, DateTime::now())).await;
+    if let Err(ApiError::StaleWrite { stored }) = &result {
+        tracing::info!(user_id = %user, stored = stored.0, "stale write rejected");
+        state.metrics.emit(&[(Metric::StaleWriteRejected, 1.0)]);
+    }
+    let outcome = result?;
+    Ok(crate::response::json(
+        StatusCode::OK,
+        &json!({ "user_id": user, "timestamp": outcome.timestamp, "passes": outcome.passes, "passes4": outcome.passes4 }),
+    ))
+}
+
+async fn push_log(state: &AppState, user: UserId, request: &Request) -> Result<Response<Body>, ApiError> {
+    let entry: LogEntryInput = parse_body(request, state.max_body_bytes)?;
+    let outcome = state.timed(state.cache.push_log(user, &entry, DateTime::now())).await?;
+    let (status, metric) = match outcome {
+        PushOutcome::Appended => (StatusCode::CREATED, Metric::LogPushed),
+        PushOutcome::Duplicate => (StatusCode::OK, Metric::LogDuplicate),
+    };
+    state.metrics.emit(&[(metric, 1.0)]);
+    Ok(crate::response::json(
+        status,
+        &json!({ "user_id": user, "kind": entry.kind, "id": entry.id, "duplicate": outcome == PushOutcome::Duplicate }),
+    ))
+}
+
+impl AppState {
+    /// Runs a cache call, records its latency, and maps its error for HTTP.
+    async fn timed<T>(&self, call: impl std::future::Future<Output = Result<T, CacheError>>) -> Result<T, ApiError> {
+        let started = Instant::now();
+        let result = call.await;
+        self.metrics.emit(&[(Metric::DbLatency, started.elapsed().as_secs_f64() * 1000.0)]);
+        result.map_err(|e| {
+            if !matches!(e, CacheError::Validation(_) | CacheError::StaleWrite { .. }) {
+                tracing::error!(error = %e, source = ?std::error::Error::source(&e).map(ToString::to_string), "cache operation failed");
+            }
+            ApiError::from(e)
+        })
+    }
+}
+
+/// Parses a JSON body, telling malformed JSON (400 invalid_json) from wrong fields (400 invalid_field),
+/// and refusing oversized bodies before parsing (413).
+pub fn parse_body<T: serde::de::DeserializeOwned>(request: &Request, max_bytes: usize) -> Result<T, ApiError> {
+    let bytes: &[u8] = match request.body() {
+        Body::Empty => return Err(ApiError::InvalidJson("the body is empty".into())),
+        Body::Text(text) => text.as_bytes(),
+        Body::Binary(bytes) => bytes,
+        _ => return Err(ApiError::InvalidJson("unsupported body encoding".into())),
+    };
+    if bytes.len() > max_bytes {
+        return Err(ApiError::BodyTooLarge { max: max_bytes });
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => ApiError::InvalidField(if path == "." { inner.to_string() } else { format!("{path}: {inner}") }),
+            _ => ApiError::InvalidJson(inner.to_string()),
+        }
+    })?;
+    // Trailing data after the document is malformed JSON too.
+    deserializer.end().map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    Ok(value)
+}
+
+/// Whether `If-None-Match` names this validator (or `*`). Weak comparison, as RFC 9110 asks for GET.
+fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers.get_all(header::IF_NONE_MATCH).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|candidate| {
+        let candidate = candidate.trim();
+        candidate == "*" || candidate.trim_start_matches("W/") == etag
+    })
+}
+
+/// The GET body: the requested arrays only, never the logs.
+struct TicketsView<'a>(&'a CachedTickets);
+
+impl Serialize for TicketsView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let tickets = self.0;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("user_id", &tickets.user_id)?;
+        map.serialize_entry("timestamp", &tickets.timestamp)?;
+        map.serialize_entry("age_seconds", &tickets.age.map(|a: Duration| a.as_secs()))?;
+        map.serialize_entry("stale", &tickets.stale)?;
+        for (kind, passes) in &tickets.arrays {
+            let views: Vec<PassView<'_>> = passes
+                .iter()
+                .map(|checked| PassView {
+                    pass_uuid: checked.pass.pass_uuid.as_deref(),
+                    timestamp: checked.pass.timestamp,
+                    status: checked.pass.status.as_deref(),
+                    free_ticket_status: checked.pass.free_ticket_status,
+                    payload: checked.pass.payload.as_ref(),
+                    payload_hash: checked.pass.payload_hash.as_deref(),
+                    integrity: checked.integrity,
+                    extra: UnknownFields(&checked.pass.extra),
+                })
+                .collect();
+            map.serialize_entry(kind.field(), &views)?;
+        }
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+struct PassView<'a> {
+    pass_uuid: Option<&'a str>,
+    timestamp: Option<Millis>,
+    status: Option<&'a str>,
+    free_ticket_status: Option<JsNumber>,
+    payload: Option<&'a Document>,
+    payload_hash: Option<&'a str>,
+    integrity: Integrity,
+    #[serde(flatten)]
+    extra: UnknownFields<'a>,
+}
+
+/// A pass's unknown fields, minus Mongoose's internal sub-document `_id`.
+struct UnknownFields<'a>(&'a Document);
+
+impl Serialize for UnknownFields<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in self.0.iter().filter(|(k, _)| k.as_str() != "_id") {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}

@@ -1,0 +1,139 @@
+//! Start-up, once per execution environment: logging, configuration, the MongoDB URI (directly or from
+//! Secrets Manager) and one `mongodb::Client` reused by every invocation. The client connects lazily, so
+//! cold start makes no database round trip.
+
+use std::time::Duration;
+
+use domain::mongodb::options::ClientOptions;
+use domain::mongodb::Client;
+use domain::{ConfigError, Settings, UriSource};
+
+use crate::metrics::Metrics;
+use crate::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("reading the MongoDB URI from Secrets Manager: {0}")]
+    Secret(String),
+    // The driver's message can quote the URI (and its password): only the kind of problem is kept.
+    #[error("the MongoDB connection string is not usable: {0}")]
+    Connection(&'static str),
+}
+
+/// JSON logs for CloudWatch, at `AWS_LAMBDA_LOG_LEVEL` / `RUST_LOG` (default info).
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .or_else(|| std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().map(|l| l.to_lowercase()))
+        .and_then(|spec| EnvFilter::try_new(spec).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_target(false)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// Everything a function needs, from the environment.
+pub async fn init(function: &str) -> Result<AppState, StartupError> {
+    init_tracing();
+    let settings = Settings::from_env()?;
+    let uri = match &settings.uri {
+        UriSource::Direct(uri) => uri.clone(),
+        UriSource::SecretArn(arn) => uri_from_secret(arn).await?,
+    };
+    let client = connect(&uri, function, settings.cache.operation_timeout).await?;
+    tracing::info!(function, database = %settings.cache.database, collection = %settings.cache.collection, "initialized");
+    Ok(AppState::new(&client, settings, Metrics::stdout_for(function)))
+}
+
+impl Metrics {
+    fn stdout_for(function: &str) -> Metrics {
+        let namespace = Settings::from_env().map(|s| s.metrics_namespace).unwrap_or_else(|_| "BytemarkTicketsCache".into());
+        Metrics::stdout(&namespace, function)
+    }
+}
+
+/// A client tuned for Lambda: a small pool (one invocation at a time per environment), short server
+/// selection and connect timeouts so an unreachable database fails fast, and an app name for server logs.
+/// Values given in the URI win.
+pub async fn connect(uri: &str, function: &str, operation_timeout: Duration) -> Result<Client, StartupError> {
+    let mut options = ClientOptions::parse(uri).await.map_err(|e| StartupError::Connection(connection_problem(&e)))?;
+    options.app_name.get_or_insert_with(|| format!("bytemark-tickets-cache/{function}"));
+    options.max_pool_size.get_or_insert(4);
+    options.min_pool_size.get_or_insert(0);
+    options.max_idle_time.get_or_insert(Duration::from_secs(60));
+    let fail_fast = operation_timeout.min(Duration::from_secs(2));
+    options.server_selection_timeout.get_or_insert(fail_fast);
+    options.connect_timeout.get_or_insert(fail_fast);
+    Client::with_options(options).map_err(|e| StartupError::Connection(connection_problem(&e)))
+}
+
+fn connection_problem(err: &domain::mongodb::error::Error) -> &'static str {
+    use domain::mongodb::error::ErrorKind;
+    match err.kind.as_ref() {
+        ErrorKind::InvalidArgument { .. } => "invalid connection string",
+        ErrorKind::DnsResolve { .. } => "DNS lookup failed (mongodb+srv)",
+        ErrorKind::Authentication { .. } => "authentication settings are invalid",
+        _ => "client could not be created",
+    }
+}
+
+/// Reads the URI from a Secrets Manager secret: either the URI itself, or JSON with a `uri` (or
+/// `MONGODB_URI`) field. Endpoint overrides (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_SECRETS_MANAGER`) are
+/// honoured by aws-config, so emulators work.
+pub async fn uri_from_secret(arn: &str) -> Result<String, StartupError> {
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let client = aws_sdk_secretsmanager::Client::new(&config);
+    let secret = client
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|e| StartupError::Secret(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string()))?;
+    let text = secret.secret_string().ok_or_else(|| StartupError::Secret("the secret has no string value".into()))?;
+    parse_secret(text)
+}
+
+fn parse_secret(text: &str) -> Result<String, StartupError> {
+    let text = text.trim();
+    if text.starts_with('{') {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|_| StartupError::Secret("the secret is JSON but not an object".into()))?;
+        ["uri", "MONGODB_URI", "connectionString"]
+            .iter()
+            .find_map(|key| value.get(key).and_then(|v| v.as_str()))
+            .map(str::to_owned)
+            .ok_or_else(|| StartupError::Secret("the secret JSON has no `uri` field".into()))
+    } else if text.starts_with("mongodb://") || text.starts_with("mongodb+srv://") {
+        Ok(text.to_owned())
+    } else {
+        Err(StartupError::Secret("the secret is neither a mongodb:// URI nor JSON with a `uri` field".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_hold_a_uri_or_json_with_one() {
+        assert_eq!(parse_secret(" mongodb://u:p@h/ ").unwrap(), "mongodb://u:p@h/");
+        assert_eq!(parse_secret(r#"{"uri": "mongodb+srv://c.example"}"#).unwrap(), "mongodb+srv://c.example");
+        for bad in ["", "postgres://x", r#"{"url": "mongodb://h"}"#, "{not json"] {
+            let err = parse_secret(bad).unwrap_err().to_string();
+            assert!(!err.contains("mongodb://h"), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_uris_fail_without_echoing_credentials() {
+        let err = connect("mongodb://user:hunter2@/bad", "t", Duration::from_secs(1)).await.unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}

@@ -1,0 +1,107 @@
+//! The scheduled sweeper: ensure indexes, run one bounded sweep, report.
+
+use std::time::Instant;
+
+use domain::mongodb::bson::DateTime;
+use domain::{ErrorSummary, SweepReport};
+use lambda_runtime::LambdaEvent;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::metrics::Metric;
+use crate::AppState;
+
+/// Which kind of schedule invoked the sweeper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// Classic EventBridge rule: `{"source": "aws.events", "detail-type": "Scheduled Event", ...}`.
+    ScheduledEvent,
+    /// EventBridge Scheduler: the target input the template configures (or an empty object).
+    Scheduler,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error("the sweeper expects a scheduled event (a JSON object), got {0}")]
+    UnexpectedEvent(&'static str),
+    #[error(transparent)]
+    Cache(#[from] domain::CacheError),
+}
+
+/// What one scheduled run did; returned to the invoker and logged.
+#[derive(Debug, Serialize)]
+pub struct SweepSummary {
+    pub trigger: Trigger,
+    #[serde(flatten)]
+    pub report: SweepReport,
+    /// Whether indexes were verified; an index problem is reported, and the sweep still runs.
+    pub indexes_ok: bool,
+    pub errors_last_hour: Option<ErrorSummary>,
+    pub total_ms: u64,
+}
+
+pub fn trigger_of(event: &Value) -> Result<Trigger, SweepError> {
+    let Some(object) = event.as_object() else {
+        return Err(SweepError::UnexpectedEvent(match event {
+            Value::Null => "null",
+            Value::Array(_) => "an array",
+            _ => "a scalar",
+        }));
+    };
+    let classic = object.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event");
+    Ok(if classic { Trigger::ScheduledEvent } else { Trigger::Scheduler })
+}
+
+pub async fn sweep(state: &AppState, event: LambdaEvent<Value>) -> Result<SweepSummary, SweepError> {
+    let started = Instant::now();
+    let trigger = trigger_of(&event.payload)?;
+    let indexes_ok = match state.cache.ensure_indexes().await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "ensuring indexes failed");
+            false
+        }
+    };
+    let now = DateTime::now();
+    let report = state.cache.sweep(now).await?;
+    // Monitoring only: a failure here must not fail the sweep.
+    let since = DateTime::from_millis(now.timestamp_millis() - 3_600_000);
+    let errors_last_hour = state.cache.error_summary(since).await.map_err(|e| tracing::warn!(error = %e, "error summary failed")).ok();
+    state.metrics.emit(&[
+        (Metric::SweptDocuments, report.deleted_documents as f64),
+        (Metric::TrimmedLogs, report.trimmed_log_entries as f64),
+    ]);
+    let summary = SweepSummary { trigger, report, indexes_ok, errors_last_hour, total_ms: started.elapsed().as_millis() as u64 };
+    tracing::info!(summary = %serde_json::to_string(&summary).unwrap_or_default(), "sweep finished");
+    Ok(summary)
+}
+
+impl From<SweepError> for lambda_runtime::Diagnostic {
+    fn from(error: SweepError) -> Self {
+        let error_type = match &error {
+            SweepError::UnexpectedEvent(_) => "UnexpectedEvent",
+            SweepError::Cache(domain::CacheError::Unavailable(_) | domain::CacheError::Timeout(_)) => "DatabaseUnavailable",
+            SweepError::Cache(_) => "SweepFailed",
+        };
+        lambda_runtime::Diagnostic { error_type: error_type.into(), error_message: error.to_string() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn accepts_both_schedule_shapes() {
+        let classic = json!({"version": "0", "id": "x", "detail-type": "Scheduled Event", "source": "aws.events", "time": "2026-11-24T12:00:00Z", "detail": {}});
+        assert_eq!(trigger_of(&classic).unwrap(), Trigger::ScheduledEvent);
+        let scheduler = json!({"source": "aws.scheduler", "scheduled_time": "2026-11-24T12:00:00Z"});
+        assert_eq!(trigger_of(&scheduler).unwrap(), Trigger::Scheduler);
+        assert_eq!(trigger_of(&json!({})).unwrap(), Trigger::Scheduler);
+        assert!(trigger_of(&json!("go")).is_err());
+        assert!(trigger_of(&Value::Null).is_err());
+    }
+}
+

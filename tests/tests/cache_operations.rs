@@ -1,0 +1,390 @@
+//! Each cache operation against the test MongoDB (stand-in here, a real server on Docker hosts).
+
+use std::time::Duration;
+
+use domain::mongodb::bson::{doc, Bson, DateTime, Document};
+use domain::{CacheConfig, CacheError, Integrity, LogEntryInput, Millis, PassKind, PassUpdate, PushOutcome, Selection, UserId};
+use futures_util::TryStreamExt;
+use integration_tests::{fixture, TestDb};
+use serde_json::json;
+
+fn user(id: i64) -> UserId {
+    UserId::new(id).unwrap()
+}
+
+fn update(value: serde_json::Value) -> PassUpdate {
+    serde_json::from_value(value).unwrap()
+}
+
+fn pass(uuid: &str, rides: i64) -> serde_json::Value {
+    json!({ "pass_uuid": uuid, "status": "ACTIVE", "free_ticket_status": 0, "payload": { "pass_uuid": uuid, "rides": rides, "fare": { "amount": 2.75 } } })
+}
+
+fn log(kind: &str, id: Option<&str>, code: &str) -> LogEntryInput {
+    let mut v = json!({ "kind": kind, "errors": [{ "code": code, "message": "m" }], "data": { "attempt": 1 } });
+    if let Some(id) = id {
+        v["id"] = json!(id);
+    }
+    serde_json::from_value(v).unwrap()
+}
+
+fn at(ms: i64) -> DateTime {
+    DateTime::from_millis(ms)
+}
+
+const NOW: i64 = 1_795_522_400_000;
+
+#[tokio::test]
+async fn get_returns_requested_arrays_with_integrity_in_one_find_without_logs() {
+    let db = TestDb::new("get").await;
+    let cache = &db.cache;
+    cache
+        .replace_passes(user(7), &update(json!({ "timestamp": NOW, "passes": [pass("a", 1), pass("b", 2)], "passes4": [pass("c", 3)] })), at(NOW))
+        .await
+        .unwrap();
+    for i in 0..5 {
+        cache.push_log(user(7), &log("passes", Some(&format!("e{i}")), "BM_TIMEOUT"), at(NOW)).await.unwrap();
+    }
+    db.commands.clear();
+
+    let got = cache.get(user(7), Selection::All, at(NOW + 1_000)).await.unwrap().expect("document");
+    assert_eq!(db.commands.names(), ["find"], "exactly one round trip");
+    let reply = &db.commands.replies("find")[0];
+    let first = reply.get_document("cursor").unwrap().get_array("firstBatch").unwrap();
+    let Bson::Document(sent) = &first[0] else { panic!("a document") };
+    assert!(!sent.contains_key("passesLog") && !sent.contains_key("passes4Log"), "logs never leave the server: {sent}");
+
+    assert_eq!(got.timestamp, Some(Millis(NOW)));
+    assert_eq!(got.age, Some(Duration::from_secs(1)));
+    assert!(!got.stale);
+    assert_eq!(got.fresh_for, Duration::from_secs(3599));
+    let kinds: Vec<_> = got.arrays.iter().map(|(k, p)| (*k, p.len())).collect();
+    assert_eq!(kinds, [(PassKind::Passes, 2), (PassKind::Passes4, 1)]);
+    assert!(got.arrays.iter().flat_map(|(_, p)| p).all(|p| p.integrity == Integrity::Verified));
+
+    let only4 = cache.get(user(7), Selection::Only(PassKind::Passes4), at(NOW)).await.unwrap().unwrap();
+    assert_eq!(only4.arrays.len(), 1);
+    assert_eq!(only4.arrays[0].0, PassKind::Passes4);
+    assert_ne!(only4.etag, got.etag, "the validator depends on the selection");
+
+    let stale = cache.get(user(7), Selection::All, at(NOW + 3_601_000)).await.unwrap().unwrap();
+    assert!(stale.stale);
+    assert_eq!(stale.fresh_for, Duration::ZERO);
+    assert_eq!(stale.etag, got.etag, "age does not change the validator");
+
+    assert!(cache.get(user(8), Selection::All, at(NOW)).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn legacy_documents_read_verified_including_double_numbers() {
+    let docs = fixture("legacy_sample.ejson");
+    // The sample's first two documents share an _id: one database each.
+    for raw in docs {
+        let db = TestDb::new("legacy").await;
+        let user_id = match raw.get("user_id") {
+            Some(Bson::Int32(v)) => i64::from(*v),
+            Some(Bson::Int64(v)) => *v,
+            Some(Bson::Double(v)) => *v as i64,
+            other => panic!("user_id {other:?}"),
+        };
+        db.insert_raw(std::slice::from_ref(&raw)).await;
+        let got = db.cache.get(user(user_id), Selection::All, at(NOW)).await.unwrap().expect("found by numeric id");
+        let passes: Vec<_> = got.arrays.iter().flat_map(|(_, p)| p).collect();
+        assert!(!passes.is_empty());
+        assert!(passes.iter().all(|p| p.integrity == Integrity::Verified), "user {user_id}");
+    }
+}
+
+#[tokio::test]
+async fn tampered_payload_reads_as_mismatch() {
+    let db = TestDb::new("tamper").await;
+    db.cache.replace_passes(user(9), &update(json!({ "passes": [pass("a", 1), pass("b", 1)] })), at(NOW)).await.unwrap();
+    db.cache
+        .collection()
+        .update_one(doc! { "user_id": 9_i64 }, doc! { "$set": { "passes.0.payload.rides": 99_i64 } })
+        .await
+        .unwrap();
+    let got = db.cache.get(user(9), Selection::All, at(NOW)).await.unwrap().unwrap();
+    let verdicts: Vec<_> = got.arrays[0].1.iter().map(|p| p.integrity).collect();
+    assert_eq!(verdicts, [Integrity::Mismatch, Integrity::Verified]);
+    assert_eq!(got.mismatches(), 1);
+}
+
+#[tokio::test]
+async fn unknown_fields_survive_an_update() {
+    let db = TestDb::new("unknown").await;
+    let legacy = fixture("legacy_sample.ejson").remove(1);
+    db.insert_raw(std::slice::from_ref(&legacy)).await;
+    let user_id = 3_000_000_002;
+    let before = db.raw(user_id).await.unwrap();
+
+    let outcome = db
+        .cache
+        .replace_passes(user(user_id), &update(json!({ "timestamp": NOW, "passes": [pass("uuid-4", 9), pass("uuid-new", 1)] })), at(NOW))
+        .await
+        .unwrap();
+    assert_eq!(outcome.passes, Some(2));
+    assert_eq!(db.commands.names(), ["findAndModify"], "one round trip");
+
+    let after = db.raw(user_id).await.unwrap();
+    for key in ["_id", "region", "app_version", "__v", "passes4", "passesLog", "passes4Log"] {
+        assert_eq!(after.get(key), before.get(key), "top-level {key} kept");
+    }
+    let passes = after.get_array("passes").unwrap();
+    let Bson::Document(updated) = &passes[0] else { panic!() };
+    let Bson::Document(old) = &before.get_array("passes").unwrap()[0] else { panic!() };
+    assert_eq!(updated.get("vendor_ref"), old.get("vendor_ref"), "unknown pass field kept");
+    assert_eq!(updated.get("_id"), old.get("_id"), "Mongoose's sub-document _id kept");
+    assert_eq!(updated.get_document("payload").unwrap().get_i64("rides").unwrap(), 9, "owned fields replaced");
+    assert_eq!(updated.get_str("payload_hash_alg").unwrap(), "sha256-jcs");
+    let Bson::Document(added) = &passes[1] else { panic!() };
+    assert!(!added.contains_key("vendor_ref"));
+    assert!(matches!(after.get("expires_at"), Some(Bson::DateTime(_))), "expires_at is a BSON date");
+    assert_eq!(after.get_i64("timestamp").unwrap(), NOW);
+}
+
+#[tokio::test]
+async fn writes_are_monotonic() {
+    let db = TestDb::new("monotonic").await;
+    let cache = &db.cache;
+    cache.replace_passes(user(5), &update(json!({ "timestamp": NOW, "passes": [pass("a", 1)] })), at(NOW)).await.unwrap();
+    let before = db.raw_bytes(5).await.unwrap();
+
+    let older = update(json!({ "timestamp": NOW - 1, "passes": [pass("z", 1)], "passes4": [pass("y", 1)] }));
+    match cache.replace_passes(user(5), &older, at(NOW)).await {
+        Err(CacheError::StaleWrite { stored }) => assert_eq!(stored, Millis(NOW)),
+        other => panic!("expected a stale write, got {other:?}"),
+    }
+    assert_eq!(db.raw_bytes(5).await.unwrap(), before, "a stale write changes nothing");
+
+    // The same timestamp again is a retry, not a conflict.
+    cache.replace_passes(user(5), &update(json!({ "timestamp": NOW, "passes": [pass("a", 2)] })), at(NOW)).await.unwrap();
+    cache.replace_passes(user(5), &update(json!({ "timestamp": NOW + 5, "passes4": [pass("b", 1)] })), at(NOW)).await.unwrap();
+    let after = db.raw(5).await.unwrap();
+    assert_eq!(after.get_i64("timestamp").unwrap(), NOW + 5);
+    assert_eq!(after.get_array("passes").unwrap().len(), 1, "passes untouched by a passes4-only write");
+
+    // Legacy timestamps stored as doubles compare numerically.
+    let legacy = fixture("legacy_sample.ejson").remove(3);
+    db.insert_raw(&[legacy]).await;
+    let stale = cache.replace_passes(user(208), &update(json!({ "timestamp": 1_795_522_373_613_i64, "passes": [] })), at(NOW)).await;
+    assert!(matches!(stale, Err(CacheError::StaleWrite { stored: Millis(1_795_522_373_614) })), "{stale:?}");
+}
+
+#[tokio::test]
+async fn a_timestamp_far_in_the_future_is_refused() {
+    let db = TestDb::new("future").await;
+    let result = db.cache.replace_passes(user(5), &update(json!({ "timestamp": NOW + 3_600_000, "passes": [] })), at(NOW)).await;
+    assert!(matches!(result, Err(CacheError::Validation(_))), "{result:?}");
+    assert!(db.raw(5).await.is_none());
+    assert!(db.commands.names().is_empty(), "refused before any database call");
+}
+
+#[tokio::test]
+async fn concurrent_first_writes_make_one_document() {
+    let db = TestDb::new("firstwrites").await;
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let cache = db.cache.clone();
+            tokio::spawn(async move {
+                cache.replace_passes(user(11), &update(json!({ "timestamp": NOW + i, "passes": [pass(&format!("p{i}"), i)] })), at(NOW)).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) | Err(CacheError::StaleWrite { .. }) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    let count = db.cache.collection().count_documents(doc! { "user_id": 11_i64 }).await.unwrap();
+    assert_eq!(count, 1);
+    let stored = db.raw(11).await.unwrap();
+    assert_eq!(stored.get_i64("timestamp").unwrap(), NOW + 19, "the newest write wins");
+    let Bson::Document(p) = &stored.get_array("passes").unwrap()[0] else { panic!() };
+    assert_eq!(p.get_str("pass_uuid").unwrap(), "p19", "and its passes are stored");
+}
+
+#[tokio::test]
+async fn concurrent_pushes_keep_exactly_the_cap() {
+    for (cap, expected) in [(30_u32, 30_usize), (100, 50)] {
+        let db = TestDb::with_config("pushes", CacheConfig { log_cap: cap, ..CacheConfig::default() }).await;
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let cache = db.cache.clone();
+                tokio::spawn(async move { cache.push_log(user(12), &log("passes4", Some(&format!("id-{i}")), "E"), at(NOW + i)).await })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap().unwrap(), PushOutcome::Appended);
+        }
+        let stored = db.raw(12).await.unwrap();
+        let entries = stored.get_array("passes4Log").unwrap();
+        assert_eq!(entries.len(), expected, "cap {cap}");
+        let mut ids: Vec<_> = entries.iter().filter_map(|e| e.as_document()?.get_str("id").ok()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), expected, "no entry twice");
+        assert_eq!(db.cache.collection().count_documents(doc! {}).await.unwrap(), 1);
+    }
+}
+
+#[tokio::test]
+async fn pushes_keep_the_newest_entries_in_order() {
+    let db = TestDb::with_config("order", CacheConfig { log_cap: 3, ..CacheConfig::default() }).await;
+    for i in 0..5 {
+        db.cache.push_log(user(13), &log("passes", Some(&format!("n{i}")), "E"), at(NOW + i)).await.unwrap();
+    }
+    assert_eq!(db.commands.names(), ["update"; 5], "one round trip per push");
+    let stored = db.raw(13).await.unwrap();
+    let entries: Vec<&Document> = stored.get_array("passesLog").unwrap().iter().filter_map(Bson::as_document).collect();
+    let ids: Vec<_> = entries.iter().map(|e| e.get_str("id").unwrap()).collect();
+    assert_eq!(ids, ["n2", "n3", "n4"]);
+    assert_eq!(entries[2].get_str("server_time").unwrap(), "2026-11-24T12:13:20.004Z", "set by the server, RFC 3339 UTC");
+    assert!(matches!(stored.get("expires_at"), Some(Bson::DateTime(_))));
+}
+
+#[tokio::test]
+async fn a_retried_push_is_not_appended_twice() {
+    let db = TestDb::new("idempotent").await;
+    let entry = log("passes", Some("retry-1"), "E");
+    assert_eq!(db.cache.push_log(user(14), &entry, at(NOW)).await.unwrap(), PushOutcome::Appended);
+    let before = db.raw_bytes(14).await.unwrap();
+    assert_eq!(db.cache.push_log(user(14), &entry, at(NOW + 1)).await.unwrap(), PushOutcome::Duplicate);
+    assert_eq!(db.raw_bytes(14).await.unwrap(), before, "nothing changes");
+    // Without an id every push appends; the same id in the other kind's log is a different entry.
+    db.cache.push_log(user(14), &log("passes", None, "E"), at(NOW)).await.unwrap();
+    db.cache.push_log(user(14), &log("passes4", Some("retry-1"), "E"), at(NOW)).await.unwrap();
+    let stored = db.raw(14).await.unwrap();
+    assert_eq!(stored.get_array("passesLog").unwrap().len(), 2);
+    assert_eq!(stored.get_array("passes4Log").unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn indexes_are_the_ones_the_queries_use() {
+    let db = TestDb::new("indexes").await;
+    db.cache.ensure_indexes().await.unwrap(); // idempotent
+    let indexes: Vec<Document> = db.cache.collection().list_indexes().await.unwrap().try_collect::<Vec<_>>().await.unwrap()
+        .into_iter()
+        .map(|m| {
+            let mut d = doc! { "key": m.keys };
+            if let Some(o) = m.options {
+                if o.unique == Some(true) {
+                    d.insert("unique", true);
+                }
+                if let Some(ttl) = o.expire_after {
+                    d.insert("expireAfterSeconds", ttl.as_secs() as i64);
+                }
+            }
+            d
+        })
+        .collect();
+    let has = |expected: Document| assert!(indexes.contains(&expected), "missing {expected} in {indexes:?}");
+    has(doc! { "key": { "user_id": 1 }, "unique": true });
+    has(doc! { "key": { "expires_at": 1 }, "expireAfterSeconds": 0_i64 });
+    has(doc! { "key": { "timestamp": 1 } });
+    has(doc! { "key": { "passesLog.server_time": 1 } });
+    has(doc! { "key": { "passes4Log.server_time": 1 } });
+    assert_eq!(indexes.len(), 6, "_id plus the five above: {indexes:?}");
+}
+
+#[tokio::test]
+async fn sweep_is_bounded_and_removes_only_what_expired() {
+    let config = CacheConfig { sweep_max_documents: 10, ..CacheConfig::default() };
+    let db = TestDb::with_config("sweep", config.clone()).await;
+    // Dates are in the real future so neither MongoDB's TTL monitor nor the stand-in removes them first;
+    // the sweep runs at a `now` past them.
+    let real_now = DateTime::now().timestamp_millis();
+    let sweep_at = real_now + 2 * 3_600_000;
+    let expired = DateTime::from_millis(real_now + 3_600_000);
+    let fresh = DateTime::from_millis(sweep_at + 3_600_000);
+    let legacy_old = sweep_at - config.expire_after.as_millis() as i64 - 1;
+    let mut docs = Vec::new();
+    for i in 0..18 {
+        docs.push(doc! { "user_id": 1000 + i, "timestamp": real_now, "expires_at": expired, "region": "x" });
+    }
+    for i in 0..4 {
+        docs.push(doc! { "user_id": 2000 + i, "timestamp": legacy_old as f64 }); // legacy: no expires_at, double timestamp
+    }
+    docs.push(doc! { "user_id": 3000, "timestamp": sweep_at - 1000 }); // legacy but recent: kept
+    let old_log = domain::clock::format_rfc3339_millis(DateTime::from_millis(sweep_at - config.log_retention.as_millis() as i64 - 1));
+    let new_log = domain::clock::format_rfc3339_millis(DateTime::from_millis(sweep_at - 1000));
+    docs.push(doc! {
+        "user_id": 4000, "timestamp": real_now, "expires_at": fresh,
+        "passesLog": [ { "errors": ["old"], "server_time": &old_log }, { "errors": ["new"], "server_time": &new_log }, { "errors": ["?"], "server_time": "1795522373636" } ],
+        "passes4Log": [ { "errors": ["old"], "server_time": &old_log, "data": null } ],
+    });
+    docs.push(doc! { "user_id": 4001, "timestamp": real_now, "expires_at": fresh, "passesLog": [ { "errors": ["new"], "server_time": &new_log } ] });
+    db.insert_raw(&docs).await;
+
+    let first = db.cache.sweep(DateTime::from_millis(sweep_at)).await.unwrap();
+    assert_eq!(first.deleted_documents, 10, "{first:?}");
+    assert!(first.more_remaining);
+    let mut total_deleted = first.deleted_documents;
+    let mut last = first;
+    for _ in 0..5 {
+        if !last.more_remaining {
+            break;
+        }
+        last = db.cache.sweep(DateTime::from_millis(sweep_at)).await.unwrap();
+        assert!(last.deleted_documents <= 10 && last.examined_documents <= 10, "{last:?}");
+        total_deleted += last.deleted_documents;
+    }
+    assert!(!last.more_remaining, "{last:?}");
+    assert_eq!(total_deleted, 22, "18 expired + 4 legacy");
+    assert_eq!(last.trimmed_log_entries, 2, "{last:?}");
+    assert_eq!(last.unparseable_log_entries, 1, "{last:?}");
+
+    let left: Vec<i64> = db.cache.collection().find(doc! {}).await.unwrap().try_collect::<Vec<_>>().await.unwrap()
+        .iter()
+        .map(|d| d.get_i64("user_id").or_else(|_| d.get_i32("user_id").map(i64::from)).unwrap())
+        .collect();
+    let mut left = left;
+    left.sort();
+    assert_eq!(left, [3000, 4000, 4001]);
+    let logs = db.raw(4000).await.unwrap();
+    let times: Vec<_> = logs.get_array("passesLog").unwrap().iter().map(|e| e.as_document().unwrap().get_str("server_time").unwrap()).collect();
+    assert_eq!(times, [new_log.as_str(), "1795522373636"], "old entry trimmed, undatable one kept");
+    assert!(logs.get_array("passes4Log").unwrap().is_empty());
+
+    let again = db.cache.sweep(DateTime::from_millis(sweep_at)).await.unwrap();
+    assert_eq!((again.deleted_documents, again.trimmed_log_entries), (0, 0), "nothing left to do");
+}
+
+#[tokio::test]
+async fn error_summary_counts_recent_errors_by_kind_and_code() {
+    let db = TestDb::new("summary").await;
+    let cache = &db.cache;
+    cache.push_log(user(20), &log("passes", None, "BM_TIMEOUT"), at(NOW - 7_200_000)).await.unwrap(); // before `since`
+    cache.push_log(user(20), &log("passes", None, "BM_TIMEOUT"), at(NOW)).await.unwrap();
+    cache.push_log(user(21), &log("passes", None, "BM_TIMEOUT"), at(NOW)).await.unwrap();
+    cache.push_log(user(21), &log("passes4", None, "BM_DENIED"), at(NOW)).await.unwrap();
+    let plain: LogEntryInput = serde_json::from_value(json!({ "kind": "passes4", "errors": ["E1", "E1"] })).unwrap();
+    cache.push_log(user(22), &plain, at(NOW)).await.unwrap();
+
+    let summary = cache.error_summary(at(NOW - 3_600_000)).await.unwrap();
+    let rows: Vec<_> = summary.by_code.iter().map(|c| (c.kind, c.code.as_str(), c.count)).collect();
+    assert_eq!(rows, [(PassKind::Passes, "BM_TIMEOUT", 2), (PassKind::Passes4, "E1", 2), (PassKind::Passes4, "BM_DENIED", 1)]);
+    assert_eq!(summary.total, 5);
+}
+
+#[tokio::test]
+async fn invalid_writes_change_nothing() {
+    let db = TestDb::new("invalid").await;
+    db.cache.replace_passes(user(30), &update(json!({ "timestamp": NOW, "passes": [pass("a", 1)] })), at(NOW)).await.unwrap();
+    let before = db.raw_bytes(30).await.unwrap();
+    db.commands.clear();
+    let bad = [
+        json!({ "timestamp": NOW + 1, "passes": [pass("dup", 1), pass("dup", 2)] }),
+        json!({ "timestamp": NOW + 1, "passes": [{ "pass_uuid": "x", "status": "S", "payload": { "$where": "1" } }] }),
+        json!({ "timestamp": NOW + 1 }),
+    ];
+    for body in bad {
+        let result = db.cache.replace_passes(user(30), &update(body.clone()), at(NOW)).await;
+        assert!(matches!(result, Err(CacheError::Validation(_))), "{body}: {result:?}");
+    }
+    let entry: LogEntryInput = serde_json::from_value(json!({ "kind": "passes", "errors": [], "data": { "a.b": 1 } })).unwrap();
+    assert!(matches!(db.cache.push_log(user(30), &entry, at(NOW)).await, Err(CacheError::Validation(_))));
+    assert!(db.commands.names().is_empty(), "nothing reached the database");
+    assert_eq!(db.raw_bytes(30).await.unwrap(), before);
+}
