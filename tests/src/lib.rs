@@ -6,6 +6,8 @@
 //!
 //! Every test gets its own database, so tests run in parallel against the one server.
 
+pub mod runtime_api;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -296,4 +298,169 @@ pub fn fixture(name: &str) -> Vec<Document> {
             other => panic!("{}: not a document: {other:?}", path.display()),
         })
         .collect()
+}
+
+/// How a test request is authenticated, as API Gateway would present it.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    None,
+    /// A JWT authorizer context with these claims.
+    Jwt(serde_json::Value),
+    /// IAM (SigV4) authorization.
+    Iam,
+}
+
+impl Auth {
+    /// A reader's token for `user_id`, in the default claim.
+    pub fn user(user_id: i64) -> Auth {
+        Auth::Jwt(serde_json::json!({ "sub": "abc", "custom:user_id": user_id.to_string() }))
+    }
+
+    pub fn scope(scope: &str) -> Auth {
+        Auth::Jwt(serde_json::json!({ "sub": "svc", "scope": scope }))
+    }
+}
+
+/// An HTTP API (payload format 2.0) request, as API Gateway sends it. With `route_key` false it looks
+/// like a function URL / `cargo lambda watch` event: no route key, no path parameters.
+pub struct HttpEvent {
+    pub method: &'static str,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+    pub base64: bool,
+    pub auth: Auth,
+    pub route_key: bool,
+}
+
+impl HttpEvent {
+    pub fn new(method: &'static str, path: impl Into<String>) -> HttpEvent {
+        HttpEvent { method, path: path.into(), query: vec![], headers: vec![], body: None, base64: false, auth: Auth::None, route_key: true }
+    }
+    pub fn auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
+    }
+    pub fn query(mut self, key: &str, value: &str) -> Self {
+        self.query.push((key.into(), value.into()));
+        self
+    }
+    pub fn header(mut self, key: &str, value: &str) -> Self {
+        self.headers.push((key.into(), value.into()));
+        self
+    }
+    pub fn body(mut self, body: impl Into<String>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+    pub fn json(self, body: &serde_json::Value) -> Self {
+        self.body(body.to_string())
+    }
+    /// The body sent base64-encoded (`isBase64Encoded: true`), as API Gateway does for binary media.
+    pub fn base64_body(mut self, encoded: impl Into<String>) -> Self {
+        self.body = Some(encoded.into());
+        self.base64 = true;
+        self
+    }
+    pub fn without_route_key(mut self) -> Self {
+        self.route_key = false;
+        self
+    }
+
+    /// The raw event JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::{json, Map, Value};
+        let route = lambda_adapter::routes::ROUTES
+            .iter()
+            .find(|r| r.method == self.method && template_matches(&r.path, &self.path));
+        let mut headers: Map<String, Value> = self.headers.iter().map(|(k, v)| (k.to_lowercase(), json!(v))).collect();
+        headers.entry("content-type").or_insert(json!("application/json"));
+        let raw_query = self.query.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
+        let query: Map<String, Value> = self.query.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        let mut context = json!({
+            "accountId": "123456789012", "apiId": "api", "domainName": "api.example.com", "domainPrefix": "api",
+            "http": { "method": self.method, "path": self.path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.9", "userAgent": "tests" },
+            "requestId": "req-1", "routeKey": "$default", "stage": "$default", "time": "24/Nov/2026:12:00:00 +0000", "timeEpoch": 1795521600000_i64,
+        });
+        let mut event = json!({
+            "version": "2.0", "routeKey": "$default", "rawPath": self.path, "rawQueryString": raw_query,
+            "headers": headers, "isBase64Encoded": self.base64,
+        });
+        if !query.is_empty() {
+            event["queryStringParameters"] = Value::Object(query);
+        }
+        if let (true, Some(route)) = (self.route_key, route) {
+            let key = format!("{} {}", route.method, route.path);
+            event["routeKey"] = json!(key);
+            context["routeKey"] = json!(key);
+            if let Some(user) = self.path.trim_matches('/').split('/').nth(2) {
+                event["pathParameters"] = json!({ "user_id": user });
+            }
+        }
+        match &self.auth {
+            Auth::None => {}
+            Auth::Jwt(claims) => context["authorizer"] = json!({ "jwt": { "claims": claims, "scopes": null } }),
+            Auth::Iam => {
+                context["authorizer"] = json!({ "iam": { "accessKey": "AKIA", "accountId": "123456789012", "callerId": "AROA:svc", "principalOrgId": null, "userArn": "arn:aws:sts::123456789012:assumed-role/svc/x", "userId": "AROA:svc" } })
+            }
+        }
+        event["requestContext"] = context;
+        if let Some(body) = &self.body {
+            event["body"] = json!(body);
+        }
+        event
+    }
+
+    /// The event as the `lambda_http` request a handler receives.
+    pub fn request(&self) -> lambda_http::Request {
+        lambda_http::request::from_str(&self.to_json().to_string()).unwrap_or_else(|e| panic!("event does not parse: {e}"))
+    }
+}
+
+fn template_matches(template: &str, path: &str) -> bool {
+    let (a, b): (Vec<_>, Vec<_>) = (template.trim_matches('/').split('/').collect(), path.trim_matches('/').split('/').collect());
+    a.len() == b.len() && a.iter().zip(&b).all(|(t, p)| t.starts_with('{') || t == p)
+}
+
+/// The function-side state over a test database, recording metrics in memory.
+pub fn app_state(db: &TestDb, access: domain::AccessConfig) -> lambda_adapter::AppState {
+    let settings = domain::Settings {
+        uri: domain::UriSource::Direct(server().uri.clone()),
+        cache: db.cache.config().clone(),
+        access,
+        metrics_namespace: "Test".into(),
+    };
+    lambda_adapter::AppState::new(&db.client, settings, lambda_adapter::Metrics::memory("Test", "test"))
+}
+
+/// A response, read back for assertions.
+pub struct Reply {
+    pub status: u16,
+    pub headers: lambda_http::http::HeaderMap,
+    pub body: serde_json::Value,
+    pub raw_body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    pub fn error_code(&self) -> Option<&str> {
+        self.body.get("error")?.get("code")?.as_str()
+    }
+}
+
+/// Sends one event through the real handler for `operation`.
+pub async fn call(state: &lambda_adapter::AppState, operation: lambda_adapter::Operation, event: HttpEvent) -> Reply {
+    let request = event.request();
+    let response = match lambda_adapter::handlers::serve(state, operation, request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let raw_body = response.body().to_vec();
+    let body = if raw_body.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&raw_body).unwrap_or(serde_json::Value::Null) };
+    Reply { status, headers, body, raw_body }
 }

@@ -1,0 +1,57 @@
+# Bytemark ticket cache — developer and CI entry points. `make help` lists them.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+# cargo-lambda and zig come from PyPI into the venv; put it first on PATH for every recipe.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+REQUIREMENTS := tests/mongo-standin/requirements.txt infra/requirements.txt requirements-tools.txt
+FUNCTIONS := get-tickets update-tickets push-log ttl-sweeper
+
+.PHONY: help venv test test-rust test-python run build check-build bench bench-quick fuzz deploy lint clean
+
+help:
+	@echo "make run     - local stack: MongoDB (MONGODB_URI or the stand-in) + all four functions under cargo lambda watch"
+	@echo "make test    - every test (Rust workspace, stand-in, infra checks); the command CI runs"
+	@echo "make build   - release bootstraps with cargo lambda (x86_64 here; see infra/README.md for arm64) + glibc/size check"
+	@echo "make bench   - benchmarks (writes bench/results.md); BENCH_QUICK=1 for a smoke run"
+	@echo "make fuzz    - bounded cargo-fuzz runs"
+	@echo "make deploy  - sam build + sam deploy with infra/samconfig.toml (needs AWS credentials and SAM CLI)"
+
+$(VENV)/.installed: $(REQUIREMENTS)
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check $(foreach r,$(REQUIREMENTS),-r $(r))
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: venv test-rust test-python
+
+test-rust: venv
+	MONGO_STANDIN_PYTHON=$(CURDIR)/$(PY) cargo test --workspace --locked
+
+test-python: venv
+	$(PY) -m pytest -q tests/mongo-standin infra/tests
+
+run: venv
+	bash infra/local/run.sh
+
+build: venv
+	cargo lambda build --release --locked $(foreach f,$(FUNCTIONS),--bin $(f))
+	$(PY) infra/check_bootstrap.py target/lambda
+
+bench: venv
+	bash bench/run.sh
+
+fuzz:
+	bash fuzz/run.sh
+
+deploy:
+	cd infra && sam build --beta-features && sam deploy --config-file samconfig.toml
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+clean:
+	cargo clean
+	rm -rf $(VENV)

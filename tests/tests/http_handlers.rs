@@ -1,0 +1,284 @@
+//! The HTTP contract, through the real handlers with real `lambda_http` requests, against the test MongoDB.
+
+use std::time::{Duration, Instant};
+
+use domain::mongodb::bson::{doc, DateTime};
+use domain::{AccessConfig, CacheConfig};
+use integration_tests::{app_state, call, fixture, Auth, HttpEvent, TestDb};
+use lambda_adapter::{AppState, Metric, Operation};
+use serde_json::json;
+
+const TICKETS: &str = "/v1/users/7/tickets";
+const LOGS: &str = "/v1/users/7/logs";
+
+fn now_ms() -> i64 {
+    DateTime::now().timestamp_millis()
+}
+
+fn pass(uuid: &str) -> serde_json::Value {
+    json!({ "pass_uuid": uuid, "status": "ACTIVE", "free_ticket_status": 1, "payload": { "pass_uuid": uuid, "fare": { "amount": 2.75, "currency": "USD" } }, "vendor_ref": "V-1" })
+}
+
+async fn setup(prefix: &str) -> (TestDb, AppState) {
+    let db = TestDb::new(prefix).await;
+    let state = app_state(&db, AccessConfig::default());
+    (db, state)
+}
+
+async fn put(state: &AppState, path: &str, body: serde_json::Value) -> integration_tests::Reply {
+    call(state, Operation::UpdateTickets, HttpEvent::new("PUT", path).auth(Auth::Iam).json(&body)).await
+}
+
+#[tokio::test]
+async fn get_200_returns_the_contract_body_and_cache_headers() {
+    let (_db, state) = setup("h200").await;
+    let ts = now_ms() - 5_000;
+    let written = put(&state, TICKETS, json!({ "timestamp": ts, "passes": [pass("a"), pass("b")], "passes4": [pass("c")] })).await;
+    assert_eq!(written.status, 200, "{}", written.body);
+    assert_eq!(written.body, json!({ "user_id": 7, "timestamp": ts, "passes": 2, "passes4": 1 }));
+    let logged = call(&state, Operation::PushLog, HttpEvent::new("POST", LOGS).auth(Auth::Iam).json(&json!({ "kind": "passes", "errors": ["E"] }))).await;
+    assert_eq!(logged.status, 201);
+
+    let reply = call(&state, Operation::GetTickets, HttpEvent::new("GET", TICKETS).auth(Auth::user(7))).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let body = &reply.body;
+    assert_eq!(body["user_id"], 7);
+    assert_eq!(body["timestamp"], ts);
+    assert!(body["age_seconds"].as_u64().unwrap() >= 5);
+    assert_eq!(body["stale"], false);
+    let keys: Vec<_> = body.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(keys, ["user_id", "timestamp", "age_seconds", "stale", "passes", "passes4"], "never the logs");
+    let first = &body["passes"][0];
+    assert_eq!(first["pass_uuid"], "a");
+    assert_eq!(first["integrity"], "verified");
+    assert_eq!(first["vendor_ref"], "V-1", "unknown pass fields are returned");
+    assert_eq!(first["payload"]["fare"]["amount"], 2.75);
+    assert_eq!(first["payload_hash"].as_str().unwrap().len(), 64);
+    assert!(first.get("_id").is_none() && first.get("payload_hash_alg").is_none());
+    assert_eq!(body["passes4"].as_array().unwrap().len(), 1);
+
+    assert_eq!(reply.header("x-cache"), Some("HIT"));
+    let max_age: u64 = reply.header("cache-control").unwrap().strip_prefix("private, max-age=").unwrap().parse().unwrap();
+    assert!((3590..=3595).contains(&max_age), "{max_age}");
+    assert!(reply.header("etag").unwrap().starts_with('"'));
+    assert_eq!(state.metrics.total(Metric::CacheHit), 1.0);
+
+    let only = call(&state, Operation::GetTickets, HttpEvent::new("GET", TICKETS).query("format", "passes4").auth(Auth::user(7))).await;
+    assert!(only.body.get("passes").is_none());
+    assert_eq!(only.body["passes4"][0]["pass_uuid"], "c");
+}
+
+#[tokio::test]
+async fn get_304_when_if_none_match_names_the_etag() {
+    let (_db, state) = setup("h304").await;
+    put(&state, TICKETS, json!({ "passes": [pass("a")] })).await;
+    let first = call(&state, Operation::GetTickets, HttpEvent::new("GET", TICKETS).auth(Auth::user(7))).await;
+    let etag = first.header("etag").unwrap().to_owned();
+
+    let again = call(&state, Operation::GetTickets, HttpEvent::new("GET", TICKETS).auth(Auth::user(7)).header("If-None-Match", &format!("\"other\", W/{etag}"))).await;
+    assert_eq!(again.status, 304);
+    assert!(again.raw_body.is_empty(), "no body on 304");
+    assert_eq!(again.header("etag"), Some(etag.as_str()));
+    assert!(again.header("cache-control").is_some());
+
+    let other = call(&state, Operation::GetTickets, HttpEvent::new("GET", TICKETS).auth(Auth::user(7)).header("If-None-Match", "\"nope\"")).await;
+    assert_eq!(other.status, 200);
+
+    // A write changes the validator.
+    put(&state, TICKETS, json!({ "passes": [pass("a"), pass("b")] })).await;
+    let changed = call(&state, Operation::GetTickets, HttpEvent::new("GET", TICKETS).auth(Auth::user(7)).header("If-None-Match", &etag)).await;
+    assert_eq!(changed.status, 200);
+    assert_ne!(changed.header("etag"), Some(etag.as_str()));
+}
+
+#[tokio::test]
+async fn get_stale_is_served_and_marked() {
+    let db = TestDb::with_config("hstale", CacheConfig { fresh_ttl: Duration::from_secs(60), ..CacheConfig::default() }).await;
+    let state = app_state(&db, AccessConfig::default());
+    put(&state, TICKETS, json!({ "timestamp": now_ms() - 120_000, "passes": [pass("a")] })).await;
+    let reply = call(&state, Operation::GetTickets, HttpEvent::new("GET", TICKETS).auth(Auth::user(7))).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body["stale"], true);
+    assert_eq!(reply.header("x-cache"), Some("STALE"));
+    assert_eq!(reply.header("cache-control"), Some("private, max-age=0"));
+    assert_eq!(state.metrics.total(Metric::CacheStale), 1.0);
+}
+
+#[tokio::test]
+async fn get_404_without_a_document_and_for_unknown_routes() {
+    let (_db, state) = setup("h404").await;
+    let reply = call(&state, Operation::GetTickets, HttpEvent::new("GET", TICKETS).auth(Auth::user(7))).await;
+    assert_eq!((reply.status, reply.error_code()), (404, Some("not_found")));
+    assert_eq!(state.metrics.total(Metric::CacheMiss), 1.0);
+    let reply = call(&state, Operation::GetTickets, HttpEvent::new("GET", "/v1/users/7/passes").auth(Auth::user(7))).await;
+    assert_eq!((reply.status, reply.error_code()), (404, Some("route_not_found")));
+}
+
+#[tokio::test]
+async fn status_400_for_bad_user_ids_formats_json_and_fields() {
+    let (_db, state) = setup("h400").await;
+    for bad in ["0", "-3", "1.5", "abc", "12345678901234567890"] {
+        let reply = call(&state, Operation::GetTickets, HttpEvent::new("GET", format!("/v1/users/{bad}/tickets")).auth(Auth::user(7))).await;
+        assert_eq!((reply.status, reply.error_code()), (400, Some("invalid_user_id")), "{bad}");
+    }
+    let reply = call(&state, Operation::GetTickets, HttpEvent::new("GET", TICKETS).query("format", "passes5").auth(Auth::user(7))).await;
+    assert_eq!((reply.status, reply.error_code()), (400, Some("invalid_format")));
+    let reply = call(&state, Operation::UpdateTickets, HttpEvent::new("PUT", TICKETS).auth(Auth::Iam).body("{\"passes\": [")).await;
+    assert_eq!((reply.status, reply.error_code()), (400, Some("invalid_json")));
+    let reply = put(&state, TICKETS, json!({ "passes": [{ "pass_uuid": { "$gt": "" }, "status": "S", "payload": {} }] })).await;
+    assert_eq!((reply.status, reply.error_code()), (400, Some("invalid_field")));
+    assert!(reply.body["error"]["message"].as_str().unwrap().starts_with("passes[0].pass_uuid"), "{}", reply.body);
+}
+
+#[tokio::test]
+async fn status_401_without_identity_and_403_for_other_users() {
+    let (_db, state) = setup("hauth").await;
+    put(&state, TICKETS, json!({ "passes": [pass("a")] })).await;
+    let reply = call(&state, Operation::GetTickets, HttpEvent::new("GET", TICKETS)).await;
+    assert_eq!((reply.status, reply.error_code()), (401, Some("unauthenticated")));
+    let reply = call(&state, Operation::UpdateTickets, HttpEvent::new("PUT", TICKETS).json(&json!({ "passes": [] }))).await;
+    assert_eq!(reply.status, 401);
+
+    let reply = call(&state, Operation::GetTickets, HttpEvent::new("GET", TICKETS).auth(Auth::user(8))).await;
+    assert_eq!((reply.status, reply.error_code()), (403, Some("forbidden")));
+    let reply = call(&state, Operation::UpdateTickets, HttpEvent::new("PUT", TICKETS).auth(Auth::user(7)).json(&json!({ "passes": [] }))).await;
+    assert_eq!(reply.status, 403, "a reader token cannot write, even its own user");
+
+    let reply = call(&state, Operation::GetTickets, HttpEvent::new("GET", TICKETS).auth(Auth::scope("openid tickets/admin"))).await;
+    assert_eq!(reply.status, 200, "the admin scope reads any user");
+    let reply = call(&state, Operation::UpdateTickets, HttpEvent::new("PUT", TICKETS).auth(Auth::scope("tickets/write")).json(&json!({ "passes": [pass("z")] }))).await;
+    assert_eq!(reply.status, 200, "a token with the write scope writes");
+}
+
+#[tokio::test]
+async fn local_identity_headers_count_only_in_local_mode() {
+    let (db, state) = setup("hlocal").await;
+    put(&state, TICKETS, json!({ "passes": [pass("a")] })).await;
+    let event = || HttpEvent::new("GET", TICKETS).header("x-local-user-id", "7").without_route_key();
+    let reply = call(&state, Operation::GetTickets, event()).await;
+    assert_eq!(reply.status, 401, "headers ignored without AUTH_MODE=local");
+
+    let local = app_state(&db, AccessConfig { local_auth: true, ..AccessConfig::default() });
+    let reply = call(&local, Operation::GetTickets, event()).await;
+    assert_eq!(reply.status, 200);
+    let reply = call(&local, Operation::GetTickets, HttpEvent::new("GET", TICKETS).header("x-local-user-id", "8")).await;
+    assert_eq!(reply.status, 403);
+    let reply = call(&local, Operation::PushLog, HttpEvent::new("POST", LOGS).header("x-local-scope", "tickets/write").json(&json!({ "kind": "passes4", "errors": [] })).without_route_key()).await;
+    assert_eq!(reply.status, 201);
+}
+
+#[tokio::test]
+async fn status_405_for_other_methods() {
+    let (_db, state) = setup("h405").await;
+    let reply = call(&state, Operation::GetTickets, HttpEvent::new("DELETE", TICKETS).auth(Auth::user(7)).without_route_key()).await;
+    assert_eq!((reply.status, reply.error_code()), (405, Some("method_not_allowed")));
+    assert_eq!(reply.header("allow"), Some("GET, PUT"));
+    // A PUT that reaches the get-tickets function (function URL / cargo lambda watch) is not served there.
+    let reply = call(&state, Operation::GetTickets, HttpEvent::new("PUT", TICKETS).auth(Auth::Iam).json(&json!({ "passes": [] })).without_route_key()).await;
+    assert_eq!((reply.status, reply.header("allow")), (405, Some("GET")));
+}
+
+#[tokio::test]
+async fn put_409_for_an_older_timestamp_with_the_stored_one() {
+    let (db, state) = setup("h409").await;
+    let ts = now_ms();
+    put(&state, TICKETS, json!({ "timestamp": ts, "passes": [pass("a")] })).await;
+    let before = db.raw_bytes(7).await.unwrap();
+    let reply = put(&state, TICKETS, json!({ "timestamp": ts - 1, "passes": [pass("b")] })).await;
+    assert_eq!((reply.status, reply.error_code()), (409, Some("stale_write")));
+    assert_eq!(reply.body["error"]["stored_timestamp"], ts);
+    assert_eq!(db.raw_bytes(7).await.unwrap(), before);
+    assert_eq!(state.metrics.total(Metric::StaleWriteRejected), 1.0);
+}
+
+#[tokio::test]
+async fn status_413_for_oversized_bodies() {
+    let (db, state) = setup("h413").await;
+    let huge = format!("{{\"passes\": [], \"pad\": \"{}\"}}", "x".repeat(state.max_body_bytes));
+    let reply = call(&state, Operation::UpdateTickets, HttpEvent::new("PUT", TICKETS).auth(Auth::Iam).body(huge)).await;
+    assert_eq!((reply.status, reply.error_code()), (413, Some("body_too_large")));
+    assert!(db.raw(7).await.is_none());
+}
+
+#[tokio::test]
+async fn status_422_for_rule_violations_and_hash_mismatches() {
+    let (db, state) = setup("h422").await;
+    let reply = put(&state, TICKETS, json!({ "passes": [pass("a"), pass("a")] })).await;
+    assert_eq!((reply.status, reply.error_code()), (422, Some("validation_failed")));
+    let mut bad_hash = pass("a");
+    bad_hash["payload_hash"] = json!("0".repeat(64));
+    let reply = put(&state, TICKETS, json!({ "passes": [bad_hash] })).await;
+    assert_eq!((reply.status, reply.error_code()), (422, Some("payload_hash_mismatch")));
+    let reply = put(&state, TICKETS, json!({ "timestamp": now_ms() })).await;
+    assert_eq!(reply.status, 422, "at least one array");
+    assert!(db.raw(7).await.is_none());
+}
+
+#[tokio::test]
+async fn post_201_then_200_for_a_retried_id() {
+    let (db, state) = setup("hpost").await;
+    let event = || HttpEvent::new("POST", LOGS).auth(Auth::Iam).json(&json!({ "kind": "passes", "errors": [{ "code": "BM_TIMEOUT" }], "data": { "attempt": 1 }, "id": "req-9" }));
+    let first = call(&state, Operation::PushLog, event()).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    assert_eq!(first.body, json!({ "user_id": 7, "kind": "passes", "id": "req-9", "duplicate": false }));
+    let second = call(&state, Operation::PushLog, event()).await;
+    assert_eq!((second.status, second.body["duplicate"].clone()), (200, json!(true)));
+    let stored = db.raw(7).await.unwrap();
+    assert_eq!(stored.get_array("passesLog").unwrap().len(), 1);
+    assert_eq!(state.metrics.total(Metric::LogPushed), 1.0);
+    assert_eq!(state.metrics.total(Metric::LogDuplicate), 1.0);
+}
+
+#[tokio::test]
+async fn tampered_payload_is_reported_as_mismatch_with_a_metric() {
+    let (db, state) = setup("htamper").await;
+    put(&state, TICKETS, json!({ "passes": [pass("a")] })).await;
+    db.cache.collection().update_one(doc! { "user_id": 7_i64 }, doc! { "$set": { "passes.0.payload.fare.amount": 0.01 } }).await.unwrap();
+    let reply = call(&state, Operation::GetTickets, HttpEvent::new("GET", TICKETS).auth(Auth::user(7))).await;
+    assert_eq!(reply.body["passes"][0]["integrity"], "mismatch");
+    assert_eq!(state.metrics.total(Metric::IntegrityMismatch), 1.0);
+}
+
+#[tokio::test]
+async fn legacy_documents_are_served_verified() {
+    let (db, state) = setup("hlegacy").await;
+    db.insert_raw(&[fixture("legacy_sample.ejson").remove(1)]).await;
+    let reply = call(&state, Operation::GetTickets, HttpEvent::new("GET", "/v1/users/3000000002/tickets").auth(Auth::scope("tickets/admin"))).await;
+    assert_eq!(reply.status, 200);
+    let pass = &reply.body["passes"][0];
+    assert_eq!(pass["integrity"], "verified");
+    assert_eq!(pass["free_ticket_status"], 1.5);
+    assert_eq!(pass["vendor_ref"], "X-1");
+    assert_eq!(reply.body["passes4"], json!([]));
+}
+
+#[tokio::test]
+async fn status_500_for_a_corrupt_document_without_internals() {
+    let (db, state) = setup("h500").await;
+    db.insert_raw(&[doc! { "user_id": 7_i64, "timestamp": 1_i64, "passes": "not an array" }]).await;
+    let reply = call(&state, Operation::GetTickets, HttpEvent::new("GET", TICKETS).auth(Auth::user(7))).await;
+    assert_eq!((reply.status, reply.error_code()), (500, Some("internal")));
+    assert_eq!(reply.body["error"]["message"], "internal error");
+}
+
+#[tokio::test]
+async fn status_503_with_retry_after_when_mongodb_is_unreachable() {
+    // A port nothing listens on: the driver's short server-selection timeout bounds the wait.
+    let settings = domain::Settings::from_lookup(|k| (k == "MONGODB_URI").then(|| "mongodb://127.0.0.1:9/".to_owned())).unwrap();
+    let client = lambda_adapter::startup::connect("mongodb://127.0.0.1:9/", "test", settings.cache.operation_timeout).await.unwrap();
+    let state = AppState::new(&client, settings, lambda_adapter::Metrics::memory("T", "t"));
+    let started = Instant::now();
+    let reply = call(&state, Operation::GetTickets, HttpEvent::new("GET", TICKETS).auth(Auth::user(7))).await;
+    assert_eq!((reply.status, reply.error_code()), (503, Some("unavailable")));
+    assert_eq!(reply.header("retry-after"), Some("2"));
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(!reply.body.to_string().contains("127.0.0.1"), "no internals in the message");
+}
+
+#[tokio::test]
+async fn base64_bodies_are_decoded() {
+    let (_db, state) = setup("hb64").await;
+    // {"kind":"passes","errors":[]}
+    let reply = call(&state, Operation::PushLog, HttpEvent::new("POST", LOGS).auth(Auth::Iam).base64_body("eyJraW5kIjoicGFzc2VzIiwiZXJyb3JzIjpbXX0=")).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+}
