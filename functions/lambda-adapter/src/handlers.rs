@@ -10,6 +10,7 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::error::ApiError;
 use crate::identity::Caller;
@@ -20,7 +21,8 @@ use crate::AppState;
 /// Serves one HTTP request for the function that handles `served`. Every failure becomes a JSON error
 /// response; nothing here panics or returns an error to the runtime.
 pub async fn serve(state: &AppState, served: Operation, request: Request) -> Result<Response<Body>, std::convert::Infallible> {
-    Ok(match handle(state, served, &request).await {
+    let span = tracing::info_span!("handler", function = state.metrics.function());
+    Ok(match handle(state, served, &request).instrument(span).await {
         Ok(response) => response,
         Err(error) => {
             if error.status().is_server_error() {

@@ -69,6 +69,11 @@ impl Metrics {
         Metrics { namespace: namespace.into(), function: function.into(), sink: Sink::Memory(Arc::default()) }
     }
 
+    /// The function these metrics are for (also the `function` field of every log line).
+    pub fn function(&self) -> &str {
+        &self.function
+    }
+
     pub fn recorded(&self) -> Vec<Value> {
         match &self.sink {
             Sink::Memory(lines) => lines.lock().map(|l| l.clone()).unwrap_or_default(),

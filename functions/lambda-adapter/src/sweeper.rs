@@ -7,6 +7,7 @@ use domain::{ErrorSummary, SweepReport};
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::metrics::Metric;
 use crate::AppState;
@@ -54,6 +55,11 @@ pub fn trigger_of(event: &Value) -> Result<Trigger, SweepError> {
 }
 
 pub async fn sweep(state: &AppState, event: LambdaEvent<Value>) -> Result<SweepSummary, SweepError> {
+    let span = tracing::info_span!("handler", function = state.metrics.function());
+    run_sweep(state, event).instrument(span).await
+}
+
+async fn run_sweep(state: &AppState, event: LambdaEvent<Value>) -> Result<SweepSummary, SweepError> {
     let started = Instant::now();
     let trigger = trigger_of(&event.payload)?;
     let indexes_ok = match state.cache.ensure_indexes().await {

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# `make run`: the whole service on this machine.
+#  1. MongoDB: $MONGODB_URI if set, else the project's stand-in (in memory; state is not kept).
+#  2. All four functions under `cargo lambda watch` (reloads on code changes), in AUTH_MODE=local.
+#  3. The sweeper invoked once (creates the indexes), then a few demo users written through the API.
+# Ctrl-C stops everything this script started.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+PY=.venv/bin/python
+PORT=${PORT:-9000}
+STANDIN_PORT=${STANDIN_PORT:-27018}
+DATABASE=${MONGODB_DATABASE:-cache}
+BASE="http://127.0.0.1:${PORT}/lambda-url"
+workdir=$(mktemp -d)
+pids=()
+
+cleanup() {
+  trap - EXIT INT TERM
+  echo
+  echo "stopping…"
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  pkill -P $$ 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$workdir"
+}
+trap cleanup EXIT INT TERM
+
+if [ -z "${MONGODB_URI:-}" ]; then
+  mkfifo "$workdir/standin"
+  "$PY" tests/mongo-standin/standin.py --host 127.0.0.1 --port "$STANDIN_PORT" >"$workdir/standin" &
+  pids+=($!)
+  read -r first <"$workdir/standin"
+  MONGODB_URI="${first#LISTENING }/?directConnection=true"
+  echo "MongoDB stand-in: $MONGODB_URI (in memory; connect with: mongosh \"$MONGODB_URI\")"
+else
+  echo "MongoDB: \$MONGODB_URI"
+fi
+
+# An env file, not --env-var: URIs can contain commas.
+cat >"$workdir/env" <<ENV
+MONGODB_URI=$MONGODB_URI
+MONGODB_DATABASE=$DATABASE
+AUTH_MODE=local
+RUST_LOG=${RUST_LOG:-info}
+ENV
+
+echo "building the functions…"
+cargo build --quiet --bins
+cargo lambda watch --quiet -A 127.0.0.1 -P "$PORT" --env-file "$workdir/env" &
+pids+=($!)
+for _ in $(seq 1 120); do
+  curl -s -o /dev/null "http://127.0.0.1:${PORT}/" && break
+  sleep 0.5
+done
+
+echo "ensuring indexes (one sweeper run)…"
+cargo lambda invoke ttl-sweeper -A 127.0.0.1 -P "$PORT" --data-ascii '{"source":"make-run"}' >/dev/null
+
+echo "loading demo users 1001 and 1002…"
+now=$(($(date +%s) * 1000))
+for user in 1001 1002; do
+  curl -sf -o /dev/null -X PUT "$BASE/update-tickets/v1/users/$user/tickets" -H 'x-local-scope: tickets/write' \
+    -H 'content-type: application/json' \
+    -d "{\"timestamp\": $now, \"passes\": [{\"pass_uuid\": \"demo-$user-a\", \"status\": \"ACTIVE\", \"free_ticket_status\": 0, \"payload\": {\"fare\": {\"amount\": 2.75, \"currency\": \"USD\"}, \"rides\": 1}}], \"passes4\": [{\"pass_uuid\": \"demo-$user-b\", \"status\": \"USABLE\", \"payload\": {\"zone\": \"A\"}}]}"
+  curl -sf -o /dev/null -X POST "$BASE/push-log/v1/users/$user/logs" -H 'x-local-scope: tickets/write' \
+    -H 'content-type: application/json' -d '{"kind": "passes", "errors": [{"code": "BM_TIMEOUT", "message": "upstream timeout"}], "id": "demo-1"}'
+done
+
+cat <<HELP
+
+Ready. Try:
+  curl -i "$BASE/get-tickets/v1/users/1001/tickets?format=all" -H 'x-local-user-id: 1001'
+  curl -i -X PUT "$BASE/update-tickets/v1/users/1001/tickets" -H 'x-local-scope: tickets/write' -H 'content-type: application/json' \\
+       -d '{"passes": [{"pass_uuid": "p-1", "status": "ACTIVE", "payload": {"rides": 2}}]}'
+  curl -i -X POST "$BASE/push-log/v1/users/1001/logs" -H 'x-local-scope: tickets/write' -H 'content-type: application/json' \\
+       -d '{"kind": "passes4", "errors": ["E1"], "id": "retry-safe-1"}'
+  cargo lambda invoke ttl-sweeper -A 127.0.0.1 -P $PORT --data-ascii '{"source": "aws.scheduler"}'
+
+Identity in local mode: x-local-user-id (a reader) or x-local-scope (space-separated scopes, e.g. tickets/admin).
+Ctrl-C stops the functions$( [ -n "${first:-}" ] && echo " and the stand-in").
+HELP
+wait
