@@ -149,6 +149,17 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(request: &Request, max_bytes: 
     if bytes.len() > max_bytes {
         return Err(ApiError::BodyTooLarge { max: max_bytes });
     }
+    // Serde would also build a struct from a JSON array; every body of this API is an object.
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        None => return Err(ApiError::InvalidJson("the body is empty".into())),
+        Some(_) => {
+            return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Ok(_) => ApiError::InvalidField("the body must be a JSON object".into()),
+                Err(e) => ApiError::InvalidJson(e.to_string()),
+            })
+        }
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
