@@ -24,20 +24,30 @@ pub enum StartupError {
 
 /// JSON logs for CloudWatch, at `AWS_LAMBDA_LOG_LEVEL` / `RUST_LOG` (default info).
 pub fn init_tracing() {
+    let _ = tracing::subscriber::set_global_default(json_subscriber(std::io::stdout));
+}
+
+/// The production log format (one JSON object per line, with the Lambda request span's fields), written
+/// to `writer`; tests capture it to check what reaches the logs.
+pub fn json_subscriber<W>(writer: W) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     use tracing_subscriber::EnvFilter;
     let filter = std::env::var("RUST_LOG")
         .ok()
         .or_else(|| std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().map(|l| l.to_lowercase()))
         .and_then(|spec| EnvFilter::try_new(spec).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
         .with_current_span(true)
         .with_span_list(false)
         .with_target(false)
         .with_ansi(false)
-        .try_init();
+        .with_writer(writer)
+        .finish()
 }
 
 /// Everything a function needs, from the environment.
