@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# `make bench`: release binaries, then the service benchmark (writes bench/results.md) and the criterion
+# handler benchmarks. BENCH_QUICK=1 runs a short smoke version (used by CI to prove it works; times nothing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export MONGO_STANDIN_PYTHON="${MONGO_STANDIN_PYTHON:-$PWD/.venv/bin/python}"
+cargo build --release --locked --bins
+cargo bench --locked -p integration-tests --bench service
+if [ "${BENCH_QUICK:-0}" = "1" ]; then
+  cargo bench --locked -p integration-tests --bench handlers -- --warm-up-time 0.2 --measurement-time 0.5 --sample-size 10
+else
+  cargo bench --locked -p integration-tests --bench handlers
+fi

@@ -1,0 +1,59 @@
+//! Criterion: the request → domain → response path of each HTTP function, in process, with the
+//! database's time (as the driver measures each command) taken out of every sample.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use domain::{AccessConfig, CacheConfig, Settings, TicketCache};
+use integration_tests::bench_support::{log_entry, seed_user, timed_client, twenty_passes};
+use integration_tests::{unique_database, Auth, HttpEvent, StandIn};
+use lambda_adapter::{AppState, Metrics, Operation};
+
+fn handlers(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let standin = StandIn::spawn(0).expect("stand-in");
+    let (state, db_nanos) = runtime.block_on(async {
+        let (client, nanos) = timed_client(&standin.uri).await;
+        let config = CacheConfig { database: unique_database("criterion"), ..CacheConfig::default() };
+        let cache = TicketCache::new(&client, config.clone());
+        cache.ensure_indexes().await.expect("indexes");
+        seed_user(&cache, 42).await;
+        let settings = Settings { uri: domain::UriSource::Direct(standin.uri.clone()), cache: config, access: AccessConfig::default(), metrics_namespace: "Bench".into() };
+        (AppState::new(&client, settings, Metrics::memory("Bench", "bench")), nanos)
+    });
+
+    let mut group = c.benchmark_group("handler_only");
+    let cases: [(&str, Operation, Box<dyn Fn() -> HttpEvent>); 3] = [
+        ("get_tickets_20x2_passes", Operation::GetTickets, Box::new(|| HttpEvent::new("GET", "/v1/users/42/tickets").auth(Auth::user(42)))),
+        ("update_tickets_20x2_passes", Operation::UpdateTickets, Box::new(|| HttpEvent::new("PUT", "/v1/users/42/tickets").auth(Auth::Iam).json(&twenty_passes(None)))),
+        ("push_log", Operation::PushLog, Box::new(|| HttpEvent::new("POST", "/v1/users/42/logs").auth(Auth::Iam).json(&log_entry("passes", 1)))),
+    ];
+    for (name, op, event) in &cases {
+        group.bench_function(*name, |b| {
+            b.iter_custom(|iterations| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iterations {
+                    let request = event().request();
+                    let before = db_nanos.load(Ordering::Relaxed);
+                    let started = Instant::now();
+                    let response = runtime.block_on(lambda_adapter::handlers::serve(&state, *op, request));
+                    let total = started.elapsed();
+                    let db = Duration::from_nanos(db_nanos.load(Ordering::Relaxed) - before);
+                    assert!(response.map(|r| r.status().is_success()).unwrap_or(false));
+                    spent += total.saturating_sub(db);
+                }
+                spent
+            })
+        });
+    }
+    group.finish();
+    drop(standin);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
+    targets = handlers
+}
+criterion_main!(benches);
