@@ -27,10 +27,16 @@ pub enum Integrity {
     Unverified,
 }
 
-/// Lowercase hex SHA-256 of the RFC 8785 canonical form of `payload`.
-pub fn jcs_hash(payload: &serde_json::Value) -> Result<String, HashError> {
+/// Lowercase hex SHA-256 of the RFC 8785 canonical form of `payload` (any JSON-shaped value: a
+/// `serde_json` value or map, or a BSON document holding only JSON types).
+pub fn jcs_hash<T: Serialize>(payload: &T) -> Result<String, HashError> {
+    jcs_canonical_hash(payload).map(|(hash, _)| hash)
+}
+
+/// The JCS hash and the length of the canonical form, from one canonicalization.
+pub fn jcs_canonical_hash<T: Serialize>(payload: &T) -> Result<(String, usize), HashError> {
     let canonical = serde_json_canonicalizer::to_vec(payload).map_err(|e| HashError(e.to_string()))?;
-    Ok(sha256_hex(&canonical))
+    Ok((sha256_hex(&canonical), canonical.len()))
 }
 
 /// Lowercase hex SHA-256 of `JSON.stringify(payload)` as Node would print the stored document.
@@ -40,9 +46,10 @@ pub fn legacy_hash(payload: &Document) -> String {
     sha256_hex(out.as_bytes())
 }
 
-/// The JCS hash of a stored (BSON) payload: the payload as JSON, canonicalized.
+/// The JCS hash of a stored (BSON) payload. Payloads this service stores hold only JSON types, which
+/// serialize to the canonicalizer as they would from JSON (no copy into a JSON value needed).
 pub fn jcs_hash_of_document(payload: &Document) -> Result<String, HashError> {
-    jcs_hash(&Bson::Document(payload.clone()).into_relaxed_extjson())
+    jcs_hash(payload)
 }
 
 /// Checks a stored pass's hash against its payload, in the form the pass declares.
@@ -239,7 +246,11 @@ mod tests {
 
     #[test]
     fn jcs_hash_is_stable_across_bson_round_trip() {
-        let json = serde_json::json!({ "z": 1, "a": [1.5, 2.0, "x"], "n": null, "big": 1e300 });
+        let json = serde_json::json!({
+            "z": 1, "a": [1.5, 2.0, "x", [true, false]], "n": null, "big": 1e300, "tiny": 5e-324, "e21": 1e21,
+            "neg": -0.0, "max_safe": 9_007_199_254_740_991_i64, "min": -9_007_199_254_740_991_i64,
+            "\u{20ac}": "euro", "\r": "cr", "\u{1f600}": { "nested": { "deeper": [1, { "k": "v" }] } }, "esc": "a\"b\\c\n\u{1}",
+        });
         let stored = mongodb::bson::to_document(&json).unwrap();
         assert_eq!(jcs_hash(&json).unwrap(), jcs_hash_of_document(&stored).unwrap());
     }

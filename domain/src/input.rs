@@ -111,15 +111,14 @@ pub fn validate_passes(
             }
             check_text(&at("pass_uuid"), &pass.pass_uuid, limits.max_pass_uuid_chars)?;
             check_text(&at("status"), &pass.status, limits.max_status_chars)?;
-            let payload = Value::Object(pass.payload.clone());
-            check_value(&at("payload"), &payload, 0, limits)?;
+            check_object(&at("payload"), &pass.payload, 0, limits)?;
             check_object_keys(&at(""), &pass.extra)?;
 
-            let hash = hashing::jcs_hash(&payload).map_err(|e| ValidationError::Invalid { field: at("payload"), reason: e.to_string() })?;
             // The canonical form is the payload's size as stored, give or take BSON framing.
+            let (hash, canonical_len) = hashing::jcs_canonical_hash(&pass.payload)
+                .map_err(|e| ValidationError::Invalid { field: at("payload"), reason: e.to_string() })?;
             let payload_doc = bson::to_document(&pass.payload)
                 .map_err(|e| ValidationError::Invalid { field: at("payload"), reason: e.to_string() })?;
-            let canonical_len = serde_json_canonicalizer::to_vec(&payload).map(|v| v.len()).unwrap_or(usize::MAX);
             if canonical_len > limits.max_payload_bytes {
                 return Err(ValidationError::PayloadTooLarge { field: at("payload"), max: limits.max_payload_bytes });
             }
@@ -197,10 +196,7 @@ fn check_value(field: &str, value: &Value, depth: usize, limits: &Limits) -> Res
         return Err(ValidationError::Invalid { field: field.into(), reason: format!("nested deeper than {} levels", limits.max_payload_depth) });
     }
     match value {
-        Value::Object(map) => {
-            check_object_keys(field, map)?;
-            map.values().try_for_each(|v| check_value(field, v, depth + 1, limits))
-        }
+        Value::Object(map) => check_object(field, map, depth, limits),
         Value::Array(items) => items.iter().try_for_each(|v| check_value(field, v, depth + 1, limits)),
         Value::Number(n) if n.is_f64() => Ok(()),
         Value::Number(n) => match n.as_i64() {
@@ -209,6 +205,11 @@ fn check_value(field: &str, value: &Value, depth: usize, limits: &Limits) -> Res
         },
         _ => Ok(()),
     }
+}
+
+fn check_object(field: &str, map: &Map<String, Value>, depth: usize, limits: &Limits) -> Result<(), ValidationError> {
+    check_object_keys(field, map)?;
+    map.values().try_for_each(|v| check_value(field, v, depth + 1, limits))
 }
 
 fn check_object_keys(field: &str, map: &Map<String, Value>) -> Result<(), ValidationError> {
