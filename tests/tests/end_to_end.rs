@@ -158,6 +158,7 @@ async fn the_uri_can_come_from_secrets_manager() {
         ("AWS_REGION", "us-east-1".to_owned()),
     ];
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(lambda_adapter::startup::aws_https_client())
         .endpoint_url(&endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new("test", "test", None, None, "tests"))

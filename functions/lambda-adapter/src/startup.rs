@@ -99,7 +99,7 @@ fn connection_problem(err: &domain::mongodb::error::Error) -> &'static str {
 /// `MONGODB_URI`) field. Endpoint overrides (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_SECRETS_MANAGER`) are
 /// honoured by aws-config, so emulators work.
 pub async fn uri_from_secret(arn: &str) -> Result<String, StartupError> {
-    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(aws_https_client()).load().await;
     let client = aws_sdk_secretsmanager::Client::new(&config);
     let secret = client
         .get_secret_value()
@@ -109,6 +109,12 @@ pub async fn uri_from_secret(arn: &str) -> Result<String, StartupError> {
         .map_err(|e| StartupError::Secret(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string()))?;
     let text = secret.secret_string().ok_or_else(|| StartupError::Secret("the secret has no string value".into()))?;
     parse_secret(text)
+}
+
+/// The AWS SDK's HTTPS client on rustls with ring (see the workspace Cargo.toml for why).
+pub fn aws_https_client() -> aws_sdk_secretsmanager::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()
 }
 
 fn parse_secret(text: &str) -> Result<String, StartupError> {
