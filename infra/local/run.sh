@@ -37,20 +37,22 @@ else
   echo "MongoDB: \$MONGODB_URI"
 fi
 
-# An env file, not --env-var: URIs can contain commas.
-cat >"$workdir/env" <<ENV
-MONGODB_URI=$MONGODB_URI
-MONGODB_DATABASE=$DATABASE
-AUTH_MODE=local
-RUST_LOG=${RUST_LOG:-info}
-ENV
+# An env file, not --env-var: URIs can contain commas. Values are quoted for the dotenv format.
+quote() { local v=${1//\\/\\\\}; printf '"%s"' "${v//\"/\\\"}"; }
+{
+  echo "MONGODB_URI=$(quote "$MONGODB_URI")"
+  echo "MONGODB_DATABASE=$(quote "$DATABASE")"
+  echo 'AUTH_MODE="local"'
+  echo "RUST_LOG=$(quote "${RUST_LOG:-info}")"
+} >"$workdir/env"
 
 echo "building the functions…"
 cargo build --quiet --bins
 cargo lambda watch --quiet -A 127.0.0.1 -P "$PORT" --env-file "$workdir/env" &
 pids+=($!)
 for _ in $(seq 1 120); do
-  curl -s -o /dev/null "http://127.0.0.1:${PORT}/" && break
+  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+  kill -0 "${pids[-1]}" 2>/dev/null || { echo "cargo lambda watch exited"; exit 1; }
   sleep 0.5
 done
 
