@@ -9,5 +9,15 @@ cargo bench --locked -p integration-tests --bench service
 if [ "${BENCH_QUICK:-0}" = "1" ]; then
   cargo bench --locked -p integration-tests --bench handlers -- --warm-up-time 0.2 --measurement-time 0.5 --sample-size 10
 else
-  cargo bench --locked -p integration-tests --bench handlers
+  out=$(mktemp)
+  cargo bench --locked -p integration-tests --bench handlers | tee "$out"
+  {
+    echo
+    echo "## Criterion, handler only (database time excluded): [lower bound, estimate, upper bound] of the mean"
+    echo
+    echo '```'
+    grep -E '^handler_only/[a-z0-9_]+( |$)|time:' "$out" | grep -v -E 'Benchmarking|^Found'
+    echo '```'
+  } >> bench/results.md
+  rm -f "$out"
 fi

@@ -215,21 +215,30 @@ async fn run(plan: &Plan, quick: bool) -> String {
     for chunk in docs.chunks(1000) {
         sweep_cache.collection().insert_many(chunk.to_vec()).await.expect("insert");
     }
-    let sweep_env = [("MONGODB_URI", uri.clone()), ("MONGODB_DATABASE", sweep_db.clone()), ("SWEEP_MAX_DOCUMENTS", plan.sweep_documents.to_string())];
+    // Production settings (1,000 documents per run), invoked until the sweeper reports nothing left.
+    // The stand-in evaluates `$in` in Python, so its operations get a longer time limit than MongoDB needs.
+    let sweep_env = [("MONGODB_URI", uri.clone()), ("MONGODB_DATABASE", sweep_db.clone()), ("MONGODB_TIMEOUT_MS", "60000".to_owned())];
     let (sweeper, _) = Process::start("ttl-sweeper", &sweep_env).await;
     let started = Instant::now();
-    let summary = sweeper.api.invoke(&json!({ "source": "aws.scheduler" }), Duration::from_secs(600)).await.expect("sweep");
+    let (mut deleted, mut runs) = (0_u64, 0);
+    loop {
+        let summary = sweeper.api.invoke(&json!({ "source": "aws.scheduler" }), Duration::from_secs(600)).await.expect("sweep");
+        runs += 1;
+        deleted += summary["deleted_documents"].as_u64().unwrap_or(0);
+        if summary["more_remaining"] != json!(true) || runs > 100 {
+            break;
+        }
+    }
     let took = started.elapsed();
-    let deleted = summary["deleted_documents"].as_u64().unwrap_or(0);
     let _ = writeln!(
         out,
-        "\n## Sweeper throughput\n\n{deleted} of {} expired documents removed in one invocation in {} → **{:.0} documents/s** (peak RSS {:.1} MB).",
+        "\n## Sweeper throughput\n\n{deleted} of {} expired documents removed by {runs} scheduled invocations (1,000 documents each) in {} → **{:.0} documents/s** against the stand-in (peak RSS {:.1} MB).",
         plan.sweep_documents,
         millis(took),
         deleted as f64 / took.as_secs_f64(),
         sweeper.peak_rss_mb()
     );
-    assert_eq!(deleted as usize, plan.sweep_documents, "{summary}");
+    assert_eq!(deleted as usize, plan.sweep_documents);
     let _ = writeln!(out, "\nRound trips: exactly one MongoDB command per get, update and push, and no log entries in the get reply, are asserted by tests (`cache_operations`), not timed here.");
     drop(standin);
     out

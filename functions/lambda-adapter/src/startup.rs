@@ -60,14 +60,8 @@ pub async fn init(function: &str) -> Result<AppState, StartupError> {
     };
     let client = connect(&uri, function, settings.cache.operation_timeout).await?;
     tracing::info!(function, database = %settings.cache.database, collection = %settings.cache.collection, "initialized");
-    Ok(AppState::new(&client, settings, Metrics::stdout_for(function)))
-}
-
-impl Metrics {
-    fn stdout_for(function: &str) -> Metrics {
-        let namespace = Settings::from_env().map(|s| s.metrics_namespace).unwrap_or_else(|_| "BytemarkTicketsCache".into());
-        Metrics::stdout(&namespace, function)
-    }
+    let metrics = Metrics::stdout(&settings.metrics_namespace, function);
+    Ok(AppState::new(&client, settings, metrics))
 }
 
 /// A client tuned for Lambda: a small pool (one invocation at a time per environment), short server
