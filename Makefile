@@ -11,7 +11,8 @@ FUNCTIONS := get-tickets update-tickets push-log ttl-sweeper
 
 help:
 	@echo "make run     - local stack: MongoDB (MONGODB_URI or the stand-in) + all four functions under cargo lambda watch"
-	@echo "make test    - every test (Rust workspace, stand-in, infra checks); the command CI runs"
+	@echo "make test    - every test (Rust workspace, stand-in, infra checks) + make build; the command CI runs"
+	@echo "make test-rust / test-python - the quicker subsets"
 	@echo "make build   - release bootstraps with cargo lambda (x86_64 here; see infra/README.md for arm64) + glibc/size check"
 	@echo "make bench   - benchmarks (writes bench/results.md); BENCH_QUICK=1 for a smoke run"
 	@echo "make fuzz    - bounded cargo-fuzz runs"
@@ -24,7 +25,8 @@ $(VENV)/.installed: $(REQUIREMENTS)
 
 venv: $(VENV)/.installed
 
-test: venv test-rust test-python
+# CI runs this: every test, then the release bootstraps built and checked (glibc ≤ 2.34, sizes).
+test: venv test-rust test-python build
 
 test-rust: venv
 	MONGO_STANDIN_PYTHON=$(CURDIR)/$(PY) cargo test --workspace --locked

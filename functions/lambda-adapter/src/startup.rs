@@ -22,7 +22,7 @@ pub enum StartupError {
     Connection(&'static str),
 }
 
-/// JSON logs for CloudWatch, at `AWS_LAMBDA_LOG_LEVEL` / `RUST_LOG` (default info).
+/// JSON logs for CloudWatch, at the level in `RUST_LOG` or `AWS_LAMBDA_LOG_LEVEL` (default info).
 pub fn init_tracing() {
     let _ = tracing::subscriber::set_global_default(json_subscriber(std::io::stdout));
 }
@@ -33,15 +33,14 @@ pub fn json_subscriber<W>(writer: W) -> impl tracing::Subscriber + Send + Sync
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .or_else(|| std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().map(|l| l.to_lowercase()))
-        .and_then(|spec| EnvFilter::try_new(spec).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+    // A level, not per-module directives: that needs no regex engine in the bootstrap.
+    let level = ["RUST_LOG", "AWS_LAMBDA_LOG_LEVEL"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok()?.trim().parse::<tracing_subscriber::filter::LevelFilter>().ok())
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
     tracing_subscriber::fmt()
         .json()
-        .with_env_filter(filter)
+        .with_max_level(level)
         .with_current_span(true)
         .with_span_list(false)
         .with_target(false)
