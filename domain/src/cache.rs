@@ -213,10 +213,8 @@ impl TicketCache {
             Err(CacheError::Database(e)) if is_duplicate_key(&e) => self.timed(write()).await?,
             other => other?,
         };
-        let stored_timestamp = stored
-            .as_ref()
-            .and_then(|d| mongodb::bson::from_bson::<Millis>(d.get(field::TIMESTAMP)?.clone()).ok())
-            .unwrap_or(timestamp);
+        let stored_timestamp =
+            stored.as_ref().and_then(|d| mongodb::bson::from_bson::<Millis>(d.get(field::TIMESTAMP)?.clone()).ok()).unwrap_or(timestamp);
         if stored_timestamp > timestamp {
             return Err(CacheError::StaleWrite { stored: stored_timestamp });
         }

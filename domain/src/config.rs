@@ -198,15 +198,12 @@ impl Settings {
             local_auth: match get(env::AUTH_MODE).as_deref() {
                 None => false,
                 Some("local") => true,
-                Some(other) => return Err(ConfigError::Invalid { var: env::AUTH_MODE, reason: format!("unknown mode {other:?} (only \"local\")") }),
+                Some(other) => {
+                    return Err(ConfigError::Invalid { var: env::AUTH_MODE, reason: format!("unknown mode {other:?} (only \"local\")") })
+                }
             },
         };
-        Ok(Settings {
-            uri,
-            cache,
-            access,
-            metrics_namespace: get(env::METRICS_NAMESPACE).unwrap_or_else(|| "BytemarkTicketsCache".into()),
-        })
+        Ok(Settings { uri, cache, access, metrics_namespace: get(env::METRICS_NAMESPACE).unwrap_or_else(|| "BytemarkTicketsCache".into()) })
     }
 }
 

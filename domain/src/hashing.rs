@@ -224,7 +224,8 @@ mod tests {
                 "literals": [null, true, false]}"#,
         )
         .unwrap();
-        let expected = r#"{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\u000f\nA'B\"\\\\\"/"}"#;
+        let expected =
+            r#"{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\u000f\nA'B\"\\\\\"/"}"#;
         assert_eq!(serde_json_canonicalizer::to_string(&input).unwrap(), expected);
         assert_eq!(jcs_hash(&input).unwrap(), sha(expected));
 
@@ -258,11 +259,7 @@ mod tests {
     #[test]
     fn verify_tells_each_form_apart() {
         let payload = doc! { "b": 1_i32, "a": "x" };
-        let legacy = StoredPass {
-            payload: Some(payload.clone()),
-            payload_hash: Some(legacy_hash(&payload)),
-            ..Default::default()
-        };
+        let legacy = StoredPass { payload: Some(payload.clone()), payload_hash: Some(legacy_hash(&payload)), ..Default::default() };
         assert_eq!(verify(&legacy), Integrity::Verified);
 
         let jcs = StoredPass {

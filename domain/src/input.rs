@@ -117,8 +117,8 @@ pub fn validate_passes(
             // The canonical form is the payload's size as stored, give or take BSON framing.
             let (hash, canonical_len) = hashing::jcs_canonical_hash(&pass.payload)
                 .map_err(|e| ValidationError::Invalid { field: at("payload"), reason: e.to_string() })?;
-            let payload_doc = bson::to_document(&pass.payload)
-                .map_err(|e| ValidationError::Invalid { field: at("payload"), reason: e.to_string() })?;
+            let payload_doc =
+                bson::to_document(&pass.payload).map_err(|e| ValidationError::Invalid { field: at("payload"), reason: e.to_string() })?;
             if canonical_len > limits.max_payload_bytes {
                 return Err(ValidationError::PayloadTooLarge { field: at("payload"), max: limits.max_payload_bytes });
             }
@@ -168,7 +168,8 @@ pub fn validate_log_entry(entry: &LogEntryInput, limits: &Limits) -> Result<Docu
     if size > limits.max_log_entry_bytes {
         return Err(ValidationError::PayloadTooLarge { field: "errors/data".into(), max: limits.max_log_entry_bytes });
     }
-    let to_bson = |field: &str, v: &Value| bson::to_bson(v).map_err(|e| ValidationError::Invalid { field: field.into(), reason: e.to_string() });
+    let to_bson =
+        |field: &str, v: &Value| bson::to_bson(v).map_err(|e| ValidationError::Invalid { field: field.into(), reason: e.to_string() });
     let mut stored = doc! { "errors": to_bson("errors", &errors)?, "data": to_bson("data", &data)? };
     if let Some(id) = &entry.id {
         stored.insert("id", id);
@@ -193,7 +194,10 @@ fn check_text(field: &str, value: &str, max_chars: usize) -> Result<(), Validati
 /// leading `$`, a `.` or NUL; nesting deeper than the limit; integers JavaScript cannot represent.
 fn check_value(field: &str, value: &Value, depth: usize, limits: &Limits) -> Result<(), ValidationError> {
     if depth > limits.max_payload_depth {
-        return Err(ValidationError::Invalid { field: field.into(), reason: format!("nested deeper than {} levels", limits.max_payload_depth) });
+        return Err(ValidationError::Invalid {
+            field: field.into(),
+            reason: format!("nested deeper than {} levels", limits.max_payload_depth),
+        });
     }
     match value {
         Value::Object(map) => check_object(field, map, depth, limits),
@@ -201,7 +205,10 @@ fn check_value(field: &str, value: &Value, depth: usize, limits: &Limits) -> Res
         Value::Number(n) if n.is_f64() => Ok(()),
         Value::Number(n) => match n.as_i64() {
             Some(v) if v.unsigned_abs() <= UserId::MAX as u64 => Ok(()),
-            _ => Err(ValidationError::Invalid { field: field.into(), reason: format!("integer {n} is outside the exactly representable range") }),
+            _ => Err(ValidationError::Invalid {
+                field: field.into(),
+                reason: format!("integer {n} is outside the exactly representable range"),
+            }),
         },
         _ => Ok(()),
     }
@@ -238,7 +245,9 @@ mod tests {
 
     #[test]
     fn computes_jcs_hash_and_keeps_unknown_fields() {
-        let input = pass(json!({"pass_uuid": "u1", "status": "ACTIVE", "payload": {"b": 2, "a": 1}, "vendor_ref": "X-1", "integrity": "verified", "_id": "x"}));
+        let input = pass(
+            json!({"pass_uuid": "u1", "status": "ACTIVE", "payload": {"b": 2, "a": 1}, "vendor_ref": "X-1", "integrity": "verified", "_id": "x"}),
+        );
         let [ValidPass(stored)] = validate_passes(PassKind::Passes, &[input], Millis(5), &limits()).unwrap().try_into().unwrap();
         assert_eq!(stored.get_str("payload_hash_alg").unwrap(), JCS_ALG);
         assert_eq!(stored.get_str("payload_hash").unwrap(), hashing::jcs_hash(&json!({"a": 1, "b": 2})).unwrap());
@@ -274,7 +283,10 @@ mod tests {
         }
         let mut body = ok_pass("u");
         body["$set"] = json!(1);
-        assert!(matches!(validate_passes(PassKind::Passes, &[pass(body)], Millis(1), &limits()), Err(ValidationError::ForbiddenKey { .. })));
+        assert!(matches!(
+            validate_passes(PassKind::Passes, &[pass(body)], Millis(1), &limits()),
+            Err(ValidationError::ForbiddenKey { .. })
+        ));
     }
 
     #[test]
@@ -298,7 +310,9 @@ mod tests {
         let dupes = [pass(ok_pass("same")), pass(ok_pass("same"))];
         assert!(matches!(validate_passes(PassKind::Passes, &dupes, Millis(1), &l), Err(ValidationError::DuplicatePass { .. })));
 
-        for (field, value) in [("pass_uuid", json!("")), ("pass_uuid", json!("x".repeat(l.max_pass_uuid_chars + 1))), ("status", json!("a\nb"))] {
+        for (field, value) in
+            [("pass_uuid", json!("")), ("pass_uuid", json!("x".repeat(l.max_pass_uuid_chars + 1))), ("status", json!("a\nb"))]
+        {
             let mut body = ok_pass("u");
             body[field] = value;
             assert!(validate_passes(PassKind::Passes, &[pass(body)], Millis(1), &l).is_err(), "{field}");
@@ -328,7 +342,8 @@ mod tests {
     #[test]
     fn log_entries_are_validated() {
         let l = limits();
-        let entry: LogEntryInput = serde_json::from_value(json!({"kind": "passes", "errors": [{"code": "E"}], "data": {"a": 1}, "id": "r-1"})).unwrap();
+        let entry: LogEntryInput =
+            serde_json::from_value(json!({"kind": "passes", "errors": [{"code": "E"}], "data": {"a": 1}, "id": "r-1"})).unwrap();
         let stored = validate_log_entry(&entry, &l).unwrap();
         assert_eq!(stored.get_str("id").unwrap(), "r-1");
         let bad: LogEntryInput = serde_json::from_value(json!({"kind": "passes", "errors": [{"$where": "1"}]})).unwrap();

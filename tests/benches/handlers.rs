@@ -10,6 +10,9 @@ use integration_tests::bench_support::{log_entry, seed_user, timed_client, twent
 use integration_tests::{unique_database, Auth, HttpEvent, StandIn};
 use lambda_adapter::{AppState, Metrics, Operation};
 
+/// A benchmark's name, the function it exercises, and how to make its request.
+type Case = (&'static str, Operation, fn() -> HttpEvent);
+
 fn handlers(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let standin = StandIn::spawn(0).expect("stand-in");
@@ -19,15 +22,28 @@ fn handlers(c: &mut Criterion) {
         let cache = TicketCache::new(&client, config.clone());
         cache.ensure_indexes().await.expect("indexes");
         seed_user(&cache, 42).await;
-        let settings = Settings { uri: domain::UriSource::Direct(standin.uri.clone()), cache: config, access: AccessConfig::default(), metrics_namespace: "Bench".into() };
+        let settings = Settings {
+            uri: domain::UriSource::Direct(standin.uri.clone()),
+            cache: config,
+            access: AccessConfig::default(),
+            metrics_namespace: "Bench".into(),
+        };
         (AppState::new(&client, settings, Metrics::memory("Bench", "bench")), nanos)
     });
 
     let mut group = c.benchmark_group("handler_only");
-    let cases: [(&str, Operation, Box<dyn Fn() -> HttpEvent>); 3] = [
-        ("get_tickets_20x2_passes", Operation::GetTickets, Box::new(|| HttpEvent::new("GET", "/v1/users/42/tickets").auth(Auth::user(42)))),
-        ("update_tickets_20x2_passes", Operation::UpdateTickets, Box::new(|| HttpEvent::new("PUT", "/v1/users/42/tickets").auth(Auth::Iam).json(&twenty_passes(None)))),
-        ("push_log", Operation::PushLog, Box::new(|| HttpEvent::new("POST", "/v1/users/42/logs").auth(Auth::Iam).json(&log_entry("passes", 1)))),
+    let cases: [Case; 3] = [
+        ("get_tickets_20x2_passes", Operation::GetTickets, || HttpEvent::new("GET", "/v1/users/42/tickets").auth(Auth::user(42))),
+        (
+            "update_tickets_20x2_passes",
+            Operation::UpdateTickets,
+            || HttpEvent::new("PUT", "/v1/users/42/tickets").auth(Auth::Iam).json(&twenty_passes(None)),
+        ),
+        (
+            "push_log",
+            Operation::PushLog,
+            || HttpEvent::new("POST", "/v1/users/42/logs").auth(Auth::Iam).json(&log_entry("passes", 1)),
+        ),
     ];
     for (name, op, event) in &cases {
         group.bench_function(*name, |b| {

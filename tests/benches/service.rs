@@ -106,8 +106,14 @@ fn machine_line() -> String {
         .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let rustc = Command::new("rustc").arg("--version").output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
-    let kernel = Command::new("uname").arg("-srm").output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+    let rustc = Command::new("rustc")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let kernel =
+        Command::new("uname").arg("-srm").output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
     format!("{cpu}, {cores} cores, {kernel}, {rustc}")
 }
 
@@ -142,7 +148,14 @@ async fn run(plan: &Plan, quick: bool) -> String {
         }
         samples.sort();
         let median = samples[samples.len() / 2];
-        let _ = writeln!(out, "| {f} | {} | {} | {} | {} |", millis(median), millis(samples[0]), millis(samples[samples.len() - 1]), verdict(median <= Duration::from_millis(20)));
+        let _ = writeln!(
+            out,
+            "| {f} | {} | {} | {} | {} |",
+            millis(median),
+            millis(samples[0]),
+            millis(samples[samples.len() - 1]),
+            verdict(median <= Duration::from_millis(20))
+        );
     }
 
     // Data: a user with 20 passes per array (~2 KiB payloads) and 100 entries per log.
@@ -180,10 +193,19 @@ async fn run(plan: &Plan, quick: bool) -> String {
     }
 
     // 3b. Handler-only: the same requests in process, minus the driver-measured database time.
-    let settings = Settings { uri: domain::UriSource::Direct(uri.clone()), cache: config.clone(), access: AccessConfig::default(), metrics_namespace: "Bench".into() };
+    let settings = Settings {
+        uri: domain::UriSource::Direct(uri.clone()),
+        cache: config.clone(),
+        access: AccessConfig::default(),
+        metrics_namespace: "Bench".into(),
+    };
     let state = AppState::new(&client, settings, Metrics::memory("Bench", "bench"));
     let _ = writeln!(out, "\n## Warm latency, handler only (request → domain → response, database time excluded; {} calls each)\n\n| function | p50 | p99 | target p50 |\n|---|---|---|---|", plan.warm_invocations);
-    for (f, op, target) in [("get-tickets", Operation::GetTickets, 150), ("update-tickets", Operation::UpdateTickets, 400), ("push-log", Operation::PushLog, 100)] {
+    for (f, op, target) in [
+        ("get-tickets", Operation::GetTickets, 150),
+        ("update-tickets", Operation::UpdateTickets, 400),
+        ("push-log", Operation::PushLog, 100),
+    ] {
         let mut samples = Vec::with_capacity(plan.warm_invocations);
         for i in 0..plan.warm_invocations {
             let event = match op {
@@ -201,7 +223,13 @@ async fn run(plan: &Plan, quick: bool) -> String {
             samples.push(total.saturating_sub(db));
         }
         let (p50, p99) = percentiles(&mut samples);
-        let _ = writeln!(out, "| {f} | {} | {} | ≤ {target} µs ({}) |", micros(p50), micros(p99), verdict(p50 <= Duration::from_micros(target)));
+        let _ = writeln!(
+            out,
+            "| {f} | {} | {} | ≤ {target} µs ({}) |",
+            micros(p50),
+            micros(p99),
+            verdict(p50 <= Duration::from_micros(target))
+        );
     }
 
     // 4. Sweeper throughput on expired documents, through the real binary.
@@ -211,7 +239,8 @@ async fn run(plan: &Plan, quick: bool) -> String {
     // Legacy documents (no expires_at) past the expiry: the stand-in applies TTL indexes on read, so
     // documents with a past expires_at would vanish before the sweeper saw them.
     let old = now - CacheConfig::default().expire_after.as_millis() as i64 - 1000;
-    let docs: Vec<_> = (0..plan.sweep_documents as i64).map(|i| doc! { "user_id": 1_000_000 + i, "timestamp": old, "passes": [] }).collect();
+    let docs: Vec<_> =
+        (0..plan.sweep_documents as i64).map(|i| doc! { "user_id": 1_000_000 + i, "timestamp": old, "passes": [] }).collect();
     for chunk in docs.chunks(1000) {
         sweep_cache.collection().insert_many(chunk.to_vec()).await.expect("insert");
     }
@@ -250,4 +279,3 @@ async fn call_request(state: &AppState, op: Operation, request: lambda_http::Req
         Err(never) => match never {},
     }
 }
-

@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 
 /// A pass whose payload is about 2 KiB of JSON.
 pub fn realistic_pass(uuid: &str) -> Value {
-    let stops: Vec<Value> = (0..12).map(|i| json!({ "stop_id": format!("S{i:04}"), "name": format!("Station number {i}"), "zone": i % 3 })).collect();
+    let stops: Vec<Value> =
+        (0..12).map(|i| json!({ "stop_id": format!("S{i:04}"), "name": format!("Station number {i}"), "zone": i % 3 })).collect();
     json!({
         "pass_uuid": uuid, "status": "ACTIVE", "free_ticket_status": 0,
         "payload": {

@@ -183,7 +183,10 @@ pub fn workspace_root() -> PathBuf {
 
 /// The names of the commands a client sent, in order (driver command monitoring).
 #[derive(Clone, Default, Debug)]
-pub struct CommandLog(Arc<Mutex<Vec<(String, Option<Document>)>>>);
+pub struct CommandLog(Arc<Mutex<Vec<SentCommand>>>);
+
+/// A command's name and, once it succeeded, its reply.
+type SentCommand = (String, Option<Document>);
 
 impl CommandLog {
     /// Commands sent so far, without the connection handshake and monitoring chatter.
@@ -193,10 +196,7 @@ impl CommandLog {
 
     /// Each reply of a command with this name.
     pub fn replies(&self, name: &str) -> Vec<Document> {
-        self.0
-            .lock()
-            .map(|v| v.iter().filter(|(n, _)| n == name).filter_map(|(_, r)| r.clone()).collect())
-            .unwrap_or_default()
+        self.0.lock().map(|v| v.iter().filter(|(n, _)| n == name).filter_map(|(_, r)| r.clone()).collect()).unwrap_or_default()
     }
 
     pub fn clear(&self) {
@@ -337,7 +337,16 @@ pub struct HttpEvent {
 
 impl HttpEvent {
     pub fn new(method: &'static str, path: impl Into<String>) -> HttpEvent {
-        HttpEvent { method, path: path.into(), query: vec![], headers: vec![], body: None, base64: false, auth: Auth::None, route_key: true }
+        HttpEvent {
+            method,
+            path: path.into(),
+            query: vec![],
+            headers: vec![],
+            body: None,
+            base64: false,
+            auth: Auth::None,
+            route_key: true,
+        }
     }
     pub fn auth(mut self, auth: Auth) -> Self {
         self.auth = auth;
@@ -372,9 +381,7 @@ impl HttpEvent {
     /// The raw event JSON.
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::{json, Map, Value};
-        let route = lambda_adapter::routes::ROUTES
-            .iter()
-            .find(|r| r.method == self.method && template_matches(&r.path, &self.path));
+        let route = lambda_adapter::routes::ROUTES.iter().find(|r| r.method == self.method && template_matches(&r.path, &self.path));
         let mut headers: Map<String, Value> = self.headers.iter().map(|(k, v)| (k.to_lowercase(), json!(v))).collect();
         headers.entry("content-type").or_insert(json!("application/json"));
         let raw_query = self.query.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
@@ -462,6 +469,7 @@ pub async fn call(state: &lambda_adapter::AppState, operation: lambda_adapter::O
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let raw_body = response.body().to_vec();
-    let body = if raw_body.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&raw_body).unwrap_or(serde_json::Value::Null) };
+    let body =
+        if raw_body.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&raw_body).unwrap_or(serde_json::Value::Null) };
     Reply { status, headers, body, raw_body }
 }

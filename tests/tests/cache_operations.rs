@@ -39,7 +39,11 @@ async fn get_returns_requested_arrays_with_integrity_in_one_find_without_logs() 
     let db = TestDb::new("get").await;
     let cache = &db.cache;
     cache
-        .replace_passes(user(7), &update(json!({ "timestamp": NOW, "passes": [pass("a", 1), pass("b", 2)], "passes4": [pass("c", 3)] })), at(NOW))
+        .replace_passes(
+            user(7),
+            &update(json!({ "timestamp": NOW, "passes": [pass("a", 1), pass("b", 2)], "passes4": [pass("c", 3)] })),
+            at(NOW),
+        )
         .await
         .unwrap();
     for i in 0..5 {
@@ -99,11 +103,7 @@ async fn legacy_documents_read_verified_including_double_numbers() {
 async fn tampered_payload_reads_as_mismatch() {
     let db = TestDb::new("tamper").await;
     db.cache.replace_passes(user(9), &update(json!({ "passes": [pass("a", 1), pass("b", 1)] })), at(NOW)).await.unwrap();
-    db.cache
-        .collection()
-        .update_one(doc! { "user_id": 9_i64 }, doc! { "$set": { "passes.0.payload.rides": 99_i64 } })
-        .await
-        .unwrap();
+    db.cache.collection().update_one(doc! { "user_id": 9_i64 }, doc! { "$set": { "passes.0.payload.rides": 99_i64 } }).await.unwrap();
     let got = db.cache.get(user(9), Selection::All, at(NOW)).await.unwrap().unwrap();
     let verdicts: Vec<_> = got.arrays[0].1.iter().map(|p| p.integrity).collect();
     assert_eq!(verdicts, [Integrity::Mismatch, Integrity::Verified]);
@@ -188,7 +188,9 @@ async fn concurrent_first_writes_make_one_document() {
         .map(|i| {
             let cache = db.cache.clone();
             tokio::spawn(async move {
-                cache.replace_passes(user(11), &update(json!({ "timestamp": NOW + i, "passes": [pass(&format!("p{i}"), i)] })), at(NOW)).await
+                cache
+                    .replace_passes(user(11), &update(json!({ "timestamp": NOW + i, "passes": [pass(&format!("p{i}"), i)] })), at(NOW))
+                    .await
             })
         })
         .collect();
@@ -265,7 +267,15 @@ async fn a_retried_push_is_not_appended_twice() {
 async fn indexes_are_the_ones_the_queries_use() {
     let db = TestDb::new("indexes").await;
     db.cache.ensure_indexes().await.unwrap(); // idempotent
-    let indexes: Vec<Document> = db.cache.collection().list_indexes().await.unwrap().try_collect::<Vec<_>>().await.unwrap()
+    let indexes: Vec<Document> = db
+        .cache
+        .collection()
+        .list_indexes()
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
         .into_iter()
         .map(|m| {
             let mut d = doc! { "key": m.keys };
@@ -305,7 +315,8 @@ async fn sweep_is_bounded_and_removes_only_what_expired() {
         docs.push(doc! { "user_id": 1000 + i, "timestamp": real_now, "expires_at": expired, "region": "x" });
     }
     for i in 0..4 {
-        docs.push(doc! { "user_id": 2000 + i, "timestamp": legacy_old as f64 }); // legacy: no expires_at, double timestamp
+        docs.push(doc! { "user_id": 2000 + i, "timestamp": legacy_old as f64 });
+        // legacy: no expires_at, double timestamp
     }
     docs.push(doc! { "user_id": 3000, "timestamp": sweep_at - 1000 }); // legacy but recent: kept
     let old_log = domain::clock::format_rfc3339_millis(DateTime::from_millis(sweep_at - config.log_retention.as_millis() as i64 - 1));
@@ -336,7 +347,15 @@ async fn sweep_is_bounded_and_removes_only_what_expired() {
     assert_eq!(last.trimmed_log_entries, 2, "{last:?}");
     assert_eq!(last.unparseable_log_entries, 1, "{last:?}");
 
-    let left: Vec<i64> = db.cache.collection().find(doc! {}).await.unwrap().try_collect::<Vec<_>>().await.unwrap()
+    let left: Vec<i64> = db
+        .cache
+        .collection()
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
         .iter()
         .map(|d| d.get_i64("user_id").or_else(|_| d.get_i32("user_id").map(i64::from)).unwrap())
         .collect();
@@ -344,7 +363,8 @@ async fn sweep_is_bounded_and_removes_only_what_expired() {
     left.sort();
     assert_eq!(left, [3000, 4000, 4001]);
     let logs = db.raw(4000).await.unwrap();
-    let times: Vec<_> = logs.get_array("passesLog").unwrap().iter().map(|e| e.as_document().unwrap().get_str("server_time").unwrap()).collect();
+    let times: Vec<_> =
+        logs.get_array("passesLog").unwrap().iter().map(|e| e.as_document().unwrap().get_str("server_time").unwrap()).collect();
     assert_eq!(times, [new_log.as_str(), "1795522373636"], "old entry trimmed, undatable one kept");
     assert!(logs.get_array("passes4Log").unwrap().is_empty());
 

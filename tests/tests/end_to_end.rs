@@ -85,16 +85,21 @@ async fn every_route_and_the_schedule_through_the_real_binaries() {
     assert_eq!(summary["trigger"], "scheduled_event");
     assert_eq!(summary["indexes_ok"], true, "{summary}");
 
-    let (get, put, post) = tokio::join!(Function::start("get-tickets", &env), Function::start("update-tickets", &env), Function::start("push-log", &env));
+    let (get, put, post) =
+        tokio::join!(Function::start("get-tickets", &env), Function::start("update-tickets", &env), Function::start("push-log", &env));
 
     let pass = json!({ "pass_uuid": "p1", "status": "ACTIVE", "payload": { "fare": 2.75 } });
     let (status, body) = put.http(HttpEvent::new("PUT", "/v1/users/77/tickets").auth(Auth::Iam).json(&json!({ "passes": [pass] }))).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["passes"], 1);
 
-    let (status, body) = post.http(HttpEvent::new("POST", "/v1/users/77/logs").auth(Auth::Iam).json(&json!({ "kind": "passes", "errors": ["E"], "id": "x" }))).await;
+    let (status, body) = post
+        .http(HttpEvent::new("POST", "/v1/users/77/logs").auth(Auth::Iam).json(&json!({ "kind": "passes", "errors": ["E"], "id": "x" })))
+        .await;
     assert_eq!(status, 201, "{body}");
-    let (status, _) = post.http(HttpEvent::new("POST", "/v1/users/77/logs").auth(Auth::Iam).json(&json!({ "kind": "passes", "errors": ["E"], "id": "x" }))).await;
+    let (status, _) = post
+        .http(HttpEvent::new("POST", "/v1/users/77/logs").auth(Auth::Iam).json(&json!({ "kind": "passes", "errors": ["E"], "id": "x" })))
+        .await;
     assert_eq!(status, 200, "a retried id is not stored twice");
 
     let (status, body) = get.http(HttpEvent::new("GET", "/v1/users/77/tickets").auth(Auth::user(77))).await;
@@ -119,7 +124,10 @@ fn aws_emulator() -> Result<(String, Box<dyn std::any::Any>), String> {
     if integration_tests::docker_available().is_ok() {
         use testcontainers_modules::localstack::LocalStack;
         use testcontainers_modules::testcontainers::runners::SyncRunner;
-        let container = std::thread::spawn(|| LocalStack::default().start()).join().map_err(|_| "LocalStack start panicked")?.map_err(|e| e.to_string())?;
+        let container = std::thread::spawn(|| LocalStack::default().start())
+            .join()
+            .map_err(|_| "LocalStack start panicked")?
+            .map_err(|e| e.to_string())?;
         let port = container.get_host_port_ipv4(4566).map_err(|e| e.to_string())?;
         eprintln!("[harness] AWS emulator: LocalStack (testcontainers)");
         return Ok((format!("http://127.0.0.1:{port}"), Box::new(container)));
@@ -129,7 +137,12 @@ fn aws_emulator() -> Result<(String, Box<dyn std::any::Any>), String> {
         return Err(format!("no Docker for LocalStack and no {} (run `make venv`)", moto.display()));
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
-    let child = Command::new(moto).args(["-H", "127.0.0.1", "-p", &port.to_string()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().map_err(|e| e.to_string())?;
+    let child = Command::new(moto)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
     struct Kill(Child);
     impl Drop for Kill {
         fn drop(&mut self) {

@@ -24,15 +24,42 @@ struct Case {
 }
 
 fn put(name: &'static str, body: Send, status: u16, code: &'static str) -> Case {
-    Case { name, operation: Operation::UpdateTickets, method: "PUT", path: "/v1/users/7/tickets".into(), query: None, body: Some(body), status, code }
+    Case {
+        name,
+        operation: Operation::UpdateTickets,
+        method: "PUT",
+        path: "/v1/users/7/tickets".into(),
+        query: None,
+        body: Some(body),
+        status,
+        code,
+    }
 }
 
 fn post(name: &'static str, body: Send, status: u16, code: &'static str) -> Case {
-    Case { name, operation: Operation::PushLog, method: "POST", path: "/v1/users/7/logs".into(), query: None, body: Some(body), status, code }
+    Case {
+        name,
+        operation: Operation::PushLog,
+        method: "POST",
+        path: "/v1/users/7/logs".into(),
+        query: None,
+        body: Some(body),
+        status,
+        code,
+    }
 }
 
 fn get(name: &'static str, user: &str, query: Option<(&'static str, &'static str)>, status: u16, code: &'static str) -> Case {
-    Case { name, operation: Operation::GetTickets, method: "GET", path: format!("/v1/users/{user}/tickets"), query, body: None, status, code }
+    Case {
+        name,
+        operation: Operation::GetTickets,
+        method: "GET",
+        path: format!("/v1/users/{user}/tickets"),
+        query,
+        body: None,
+        status,
+        code,
+    }
 }
 
 fn pass_with(field: &str, value: Value) -> Value {
@@ -49,7 +76,8 @@ fn cases() -> Vec<Case> {
     use Send::*;
     let deep = (0..40).fold(json!(1), |inner, _| json!({ "d": inner }));
     let many: Vec<Value> = (0..101).map(|i| json!({ "pass_uuid": format!("p{i}"), "status": "S", "payload": {} })).collect();
-    let dupes = json!({ "passes": [{ "pass_uuid": "d", "status": "S", "payload": {} }, { "pass_uuid": "d", "status": "S", "payload": {} }] });
+    let dupes =
+        json!({ "passes": [{ "pass_uuid": "d", "status": "S", "payload": {} }, { "pass_uuid": "d", "status": "S", "payload": {} }] });
     vec![
         // Malformed and truncated JSON.
         put("malformed json", Raw("{".into()), 400, "invalid_json"),
@@ -108,16 +136,48 @@ fn cases() -> Vec<Case> {
         get("unknown format", "7", Some(("format", "passes5")), 400, "invalid_format"),
         get("format in capitals", "7", Some(("format", "ALL")), 400, "invalid_format"),
         // Wrong methods.
-        Case { name: "DELETE tickets", operation: Operation::UpdateTickets, method: "DELETE", path: "/v1/users/7/tickets".into(), query: None, body: None, status: 405, code: "method_not_allowed" },
-        Case { name: "GET logs", operation: Operation::PushLog, method: "GET", path: "/v1/users/7/logs".into(), query: None, body: None, status: 405, code: "method_not_allowed" },
-        Case { name: "PATCH tickets", operation: Operation::GetTickets, method: "PATCH", path: "/v1/users/7/tickets".into(), query: None, body: None, status: 405, code: "method_not_allowed" },
+        Case {
+            name: "DELETE tickets",
+            operation: Operation::UpdateTickets,
+            method: "DELETE",
+            path: "/v1/users/7/tickets".into(),
+            query: None,
+            body: None,
+            status: 405,
+            code: "method_not_allowed",
+        },
+        Case {
+            name: "GET logs",
+            operation: Operation::PushLog,
+            method: "GET",
+            path: "/v1/users/7/logs".into(),
+            query: None,
+            body: None,
+            status: 405,
+            code: "method_not_allowed",
+        },
+        Case {
+            name: "PATCH tickets",
+            operation: Operation::GetTickets,
+            method: "PATCH",
+            path: "/v1/users/7/tickets".into(),
+            query: None,
+            body: None,
+            status: 405,
+            code: "method_not_allowed",
+        },
         // Log entries.
         post("unknown kind", Json(json!({ "kind": "passes5", "errors": [] })), 400, "invalid_field"),
         post("missing kind", Json(json!({ "errors": [] })), 400, "invalid_field"),
         post("errors not an array", Json(json!({ "kind": "passes", "errors": "E" })), 400, "invalid_field"),
         post("data is an array", Json(json!({ "kind": "passes", "errors": [], "data": [] })), 400, "invalid_field"),
         post("$ne as id", Json(json!({ "kind": "passes", "errors": [], "id": { "$ne": "" } })), 400, "invalid_field"),
-        post("client sets server_time", Json(json!({ "kind": "passes", "errors": [], "server_time": "1970-01-01T00:00:00Z" })), 400, "invalid_field"),
+        post(
+            "client sets server_time",
+            Json(json!({ "kind": "passes", "errors": [], "server_time": "1970-01-01T00:00:00Z" })),
+            400,
+            "invalid_field",
+        ),
         post("$set key in data", Json(json!({ "kind": "passes", "errors": [], "data": { "$set": 1 } })), 422, "validation_failed"),
         post("dotted key in errors", Json(json!({ "kind": "passes", "errors": [{ "a.b": 1 }] })), 422, "validation_failed"),
         post("id too long", Json(json!({ "kind": "passes", "errors": [], "id": "i".repeat(129) })), 422, "validation_failed"),
@@ -133,7 +193,12 @@ async fn hostile_requests_get_their_4xx_and_change_nothing() {
     let seed = json!({ "timestamp": domain::mongodb::bson::DateTime::now().timestamp_millis(), "passes": [{ "pass_uuid": "keep", "status": "ACTIVE", "payload": { "k": "v" } }] });
     let seeded = call(&state, Operation::UpdateTickets, HttpEvent::new("PUT", "/v1/users/7/tickets").auth(Auth::Iam).json(&seed)).await;
     assert_eq!(seeded.status, 200);
-    call(&state, Operation::PushLog, HttpEvent::new("POST", "/v1/users/7/logs").auth(Auth::Iam).json(&json!({ "kind": "passes", "errors": ["E"] }))).await;
+    call(
+        &state,
+        Operation::PushLog,
+        HttpEvent::new("POST", "/v1/users/7/logs").auth(Auth::Iam).json(&json!({ "kind": "passes", "errors": ["E"] })),
+    )
+    .await;
     let before = db.raw_bytes(7).await.expect("seeded");
 
     let cases = cases();

@@ -36,7 +36,9 @@ async fn get_200_returns_the_contract_body_and_cache_headers() {
     let written = put(&state, TICKETS, json!({ "timestamp": ts, "passes": [pass("a"), pass("b")], "passes4": [pass("c")] })).await;
     assert_eq!(written.status, 200, "{}", written.body);
     assert_eq!(written.body, json!({ "user_id": 7, "timestamp": ts, "passes": 2, "passes4": 1 }));
-    let logged = call(&state, Operation::PushLog, HttpEvent::new("POST", LOGS).auth(Auth::Iam).json(&json!({ "kind": "passes", "errors": ["E"] }))).await;
+    let logged =
+        call(&state, Operation::PushLog, HttpEvent::new("POST", LOGS).auth(Auth::Iam).json(&json!({ "kind": "passes", "errors": ["E"] })))
+            .await;
     assert_eq!(logged.status, 201);
 
     let reply = call(&state, Operation::GetTickets, HttpEvent::new("GET", TICKETS).auth(Auth::user(7))).await;
@@ -75,18 +77,25 @@ async fn get_304_when_if_none_match_names_the_etag() {
     let first = call(&state, Operation::GetTickets, HttpEvent::new("GET", TICKETS).auth(Auth::user(7))).await;
     let etag = first.header("etag").unwrap().to_owned();
 
-    let again = call(&state, Operation::GetTickets, HttpEvent::new("GET", TICKETS).auth(Auth::user(7)).header("If-None-Match", &format!("\"other\", W/{etag}"))).await;
+    let again = call(
+        &state,
+        Operation::GetTickets,
+        HttpEvent::new("GET", TICKETS).auth(Auth::user(7)).header("If-None-Match", &format!("\"other\", W/{etag}")),
+    )
+    .await;
     assert_eq!(again.status, 304);
     assert!(again.raw_body.is_empty(), "no body on 304");
     assert_eq!(again.header("etag"), Some(etag.as_str()));
     assert!(again.header("cache-control").is_some());
 
-    let other = call(&state, Operation::GetTickets, HttpEvent::new("GET", TICKETS).auth(Auth::user(7)).header("If-None-Match", "\"nope\"")).await;
+    let other =
+        call(&state, Operation::GetTickets, HttpEvent::new("GET", TICKETS).auth(Auth::user(7)).header("If-None-Match", "\"nope\"")).await;
     assert_eq!(other.status, 200);
 
     // A write changes the validator.
     put(&state, TICKETS, json!({ "passes": [pass("a"), pass("b")] })).await;
-    let changed = call(&state, Operation::GetTickets, HttpEvent::new("GET", TICKETS).auth(Auth::user(7)).header("If-None-Match", &etag)).await;
+    let changed =
+        call(&state, Operation::GetTickets, HttpEvent::new("GET", TICKETS).auth(Auth::user(7)).header("If-None-Match", &etag)).await;
     assert_eq!(changed.status, 200);
     assert_ne!(changed.header("etag"), Some(etag.as_str()));
 }
@@ -118,7 +127,8 @@ async fn get_404_without_a_document_and_for_unknown_routes() {
 async fn status_400_for_bad_user_ids_formats_json_and_fields() {
     let (_db, state) = setup("h400").await;
     for bad in ["0", "-3", "1.5", "abc", "12345678901234567890"] {
-        let reply = call(&state, Operation::GetTickets, HttpEvent::new("GET", format!("/v1/users/{bad}/tickets")).auth(Auth::user(7))).await;
+        let reply =
+            call(&state, Operation::GetTickets, HttpEvent::new("GET", format!("/v1/users/{bad}/tickets")).auth(Auth::user(7))).await;
         assert_eq!((reply.status, reply.error_code()), (400, Some("invalid_user_id")), "{bad}");
     }
     let reply = call(&state, Operation::GetTickets, HttpEvent::new("GET", TICKETS).query("format", "passes5").auth(Auth::user(7))).await;
@@ -141,12 +151,18 @@ async fn status_401_without_identity_and_403_for_other_users() {
 
     let reply = call(&state, Operation::GetTickets, HttpEvent::new("GET", TICKETS).auth(Auth::user(8))).await;
     assert_eq!((reply.status, reply.error_code()), (403, Some("forbidden")));
-    let reply = call(&state, Operation::UpdateTickets, HttpEvent::new("PUT", TICKETS).auth(Auth::user(7)).json(&json!({ "passes": [] }))).await;
+    let reply =
+        call(&state, Operation::UpdateTickets, HttpEvent::new("PUT", TICKETS).auth(Auth::user(7)).json(&json!({ "passes": [] }))).await;
     assert_eq!(reply.status, 403, "a reader token cannot write, even its own user");
 
     let reply = call(&state, Operation::GetTickets, HttpEvent::new("GET", TICKETS).auth(Auth::scope("openid tickets/admin"))).await;
     assert_eq!(reply.status, 200, "the admin scope reads any user");
-    let reply = call(&state, Operation::UpdateTickets, HttpEvent::new("PUT", TICKETS).auth(Auth::scope("tickets/write")).json(&json!({ "passes": [pass("z")] }))).await;
+    let reply = call(
+        &state,
+        Operation::UpdateTickets,
+        HttpEvent::new("PUT", TICKETS).auth(Auth::scope("tickets/write")).json(&json!({ "passes": [pass("z")] })),
+    )
+    .await;
     assert_eq!(reply.status, 200, "a token with the write scope writes");
 }
 
@@ -163,7 +179,15 @@ async fn local_identity_headers_count_only_in_local_mode() {
     assert_eq!(reply.status, 200);
     let reply = call(&local, Operation::GetTickets, HttpEvent::new("GET", TICKETS).header("x-local-user-id", "8")).await;
     assert_eq!(reply.status, 403);
-    let reply = call(&local, Operation::PushLog, HttpEvent::new("POST", LOGS).header("x-local-scope", "tickets/write").json(&json!({ "kind": "passes4", "errors": [] })).without_route_key()).await;
+    let reply = call(
+        &local,
+        Operation::PushLog,
+        HttpEvent::new("POST", LOGS)
+            .header("x-local-scope", "tickets/write")
+            .json(&json!({ "kind": "passes4", "errors": [] }))
+            .without_route_key(),
+    )
+    .await;
     assert_eq!(reply.status, 201);
 }
 
@@ -174,7 +198,12 @@ async fn status_405_for_other_methods() {
     assert_eq!((reply.status, reply.error_code()), (405, Some("method_not_allowed")));
     assert_eq!(reply.header("allow"), Some("GET, PUT"));
     // A PUT that reaches the get-tickets function (function URL / cargo lambda watch) is not served there.
-    let reply = call(&state, Operation::GetTickets, HttpEvent::new("PUT", TICKETS).auth(Auth::Iam).json(&json!({ "passes": [] })).without_route_key()).await;
+    let reply = call(
+        &state,
+        Operation::GetTickets,
+        HttpEvent::new("PUT", TICKETS).auth(Auth::Iam).json(&json!({ "passes": [] })).without_route_key(),
+    )
+    .await;
     assert_eq!((reply.status, reply.header("allow")), (405, Some("GET")));
 }
 
@@ -217,7 +246,11 @@ async fn status_422_for_rule_violations_and_hash_mismatches() {
 #[tokio::test]
 async fn post_201_then_200_for_a_retried_id() {
     let (db, state) = setup("hpost").await;
-    let event = || HttpEvent::new("POST", LOGS).auth(Auth::Iam).json(&json!({ "kind": "passes", "errors": [{ "code": "BM_TIMEOUT" }], "data": { "attempt": 1 }, "id": "req-9" }));
+    let event = || {
+        HttpEvent::new("POST", LOGS)
+            .auth(Auth::Iam)
+            .json(&json!({ "kind": "passes", "errors": [{ "code": "BM_TIMEOUT" }], "data": { "attempt": 1 }, "id": "req-9" }))
+    };
     let first = call(&state, Operation::PushLog, event()).await;
     assert_eq!(first.status, 201, "{}", first.body);
     assert_eq!(first.body, json!({ "user_id": 7, "kind": "passes", "id": "req-9", "duplicate": false }));
@@ -243,7 +276,8 @@ async fn tampered_payload_is_reported_as_mismatch_with_a_metric() {
 async fn legacy_documents_are_served_verified() {
     let (db, state) = setup("hlegacy").await;
     db.insert_raw(&[fixture("legacy_sample.ejson").remove(1)]).await;
-    let reply = call(&state, Operation::GetTickets, HttpEvent::new("GET", "/v1/users/3000000002/tickets").auth(Auth::scope("tickets/admin"))).await;
+    let reply =
+        call(&state, Operation::GetTickets, HttpEvent::new("GET", "/v1/users/3000000002/tickets").auth(Auth::scope("tickets/admin"))).await;
     assert_eq!(reply.status, 200);
     let pass = &reply.body["passes"][0];
     assert_eq!(pass["integrity"], "verified");
@@ -279,6 +313,11 @@ async fn status_503_with_retry_after_when_mongodb_is_unreachable() {
 async fn base64_bodies_are_decoded() {
     let (_db, state) = setup("hb64").await;
     // {"kind":"passes","errors":[]}
-    let reply = call(&state, Operation::PushLog, HttpEvent::new("POST", LOGS).auth(Auth::Iam).base64_body("eyJraW5kIjoicGFzc2VzIiwiZXJyb3JzIjpbXX0=")).await;
+    let reply = call(
+        &state,
+        Operation::PushLog,
+        HttpEvent::new("POST", LOGS).auth(Auth::Iam).base64_body("eyJraW5kIjoicGFzc2VzIiwiZXJyb3JzIjpbXX0="),
+    )
+    .await;
     assert_eq!(reply.status, 201, "{}", reply.body);
 }

@@ -59,4 +59,3 @@ async fn secrets_never_reach_logs_or_error_bodies() {
         assert!(!text.contains(PASSWORD), "secret leaked: {text}");
     }
 }
-

@@ -123,7 +123,8 @@ async fn concurrent_requests_end_consistent_and_without_5xx() {
         assert_eq!(push.await.unwrap(), 201);
     }
     let stored = db.raw(5).await.unwrap();
-    let ids: std::collections::BTreeSet<_> = stored.get_array("passesLog").unwrap().iter().map(|e| e.as_document().unwrap().get_str("id").unwrap().to_owned()).collect();
+    let ids: std::collections::BTreeSet<_> =
+        stored.get_array("passesLog").unwrap().iter().map(|e| e.as_document().unwrap().get_str("id").unwrap().to_owned()).collect();
     assert_eq!((stored.get_array("passesLog").unwrap().len(), ids.len()), (30, 30));
 
     // 20 concurrent first writes with distinct timestamps → one document holding the newest write.
@@ -148,7 +149,9 @@ async fn concurrent_requests_end_consistent_and_without_5xx() {
     let updates: Vec<_> = (0..20)
         .map(|i| {
             let state = state.clone();
-            tokio::spawn(async move { put(&state, 6, json!({ "timestamp": base + 100 + i, "passes4": [pass(&format!("u{i}"))] })).await.status })
+            tokio::spawn(
+                async move { put(&state, 6, json!({ "timestamp": base + 100 + i, "passes4": [pass(&format!("u{i}"))] })).await.status },
+            )
         })
         .collect();
     for update in updates {
@@ -176,16 +179,36 @@ async fn no_user_reads_or_writes_another_users_data() {
     }
     // A reader token cannot write to anyone, itself included; nor can a token without the write scope.
     for auth in [Auth::user(1), Auth::user(2), Auth::scope("tickets/admin"), Auth::Jwt(json!({ "sub": "x" }))] {
-        let reply = call(&state, Operation::UpdateTickets, HttpEvent::new("PUT", "/v1/users/1/tickets").auth(auth.clone()).json(&json!({ "passes": [] }))).await;
+        let reply = call(
+            &state,
+            Operation::UpdateTickets,
+            HttpEvent::new("PUT", "/v1/users/1/tickets").auth(auth.clone()).json(&json!({ "passes": [] })),
+        )
+        .await;
         assert_eq!(reply.status, 403, "{auth:?}");
-        let reply = call(&state, Operation::PushLog, HttpEvent::new("POST", "/v1/users/1/logs").auth(auth).json(&json!({ "kind": "passes", "errors": [] }))).await;
+        let reply = call(
+            &state,
+            Operation::PushLog,
+            HttpEvent::new("POST", "/v1/users/1/logs").auth(auth).json(&json!({ "kind": "passes", "errors": [] })),
+        )
+        .await;
         assert_eq!(reply.status, 403);
     }
     // A claim that is not a user id is nobody's.
-    let reply = call(&state, Operation::GetTickets, HttpEvent::new("GET", "/v1/users/1/tickets").auth(Auth::Jwt(json!({ "custom:user_id": "1 OR 2" })))).await;
+    let reply = call(
+        &state,
+        Operation::GetTickets,
+        HttpEvent::new("GET", "/v1/users/1/tickets").auth(Auth::Jwt(json!({ "custom:user_id": "1 OR 2" }))),
+    )
+    .await;
     assert_eq!(reply.status, 403);
     // Local-mode headers are ignored by a deployed configuration, even with a valid route.
-    let reply = call(&state, Operation::GetTickets, HttpEvent::new("GET", "/v1/users/1/tickets").header("x-local-user-id", "1").header("x-local-scope", "tickets/admin")).await;
+    let reply = call(
+        &state,
+        Operation::GetTickets,
+        HttpEvent::new("GET", "/v1/users/1/tickets").header("x-local-user-id", "1").header("x-local-scope", "tickets/admin"),
+    )
+    .await;
     assert_eq!(reply.status, 401);
     assert_eq!(db.raw_bytes(1).await.unwrap(), before, "nothing changed");
 }

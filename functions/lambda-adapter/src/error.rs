@@ -54,7 +54,9 @@ impl From<CacheError> for ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::InvalidJson(_) | ApiError::InvalidField(_) | ApiError::InvalidUserId(_) | ApiError::InvalidFormat => StatusCode::BAD_REQUEST,
+            ApiError::InvalidJson(_) | ApiError::InvalidField(_) | ApiError::InvalidUserId(_) | ApiError::InvalidFormat => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound | ApiError::RouteNotFound => StatusCode::NOT_FOUND,

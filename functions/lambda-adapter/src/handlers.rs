@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use domain::mongodb::bson::{DateTime, Document};
-use domain::{CachedTickets, CacheError, Integrity, JsNumber, LogEntryInput, Millis, PassUpdate, PushOutcome, Selection, UserId};
+use domain::{CacheError, CachedTickets, Integrity, JsNumber, LogEntryInput, Millis, PassUpdate, PushOutcome, Selection, UserId};
 use lambda_http::http::{header, HeaderMap, HeaderValue, StatusCode};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -165,7 +165,9 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(request: &Request, max_bytes: 
         let path = error.path().to_string();
         let inner = error.into_inner();
         match inner.classify() {
-            serde_json::error::Category::Data => ApiError::InvalidField(if path == "." { inner.to_string() } else { format!("{path}: {inner}") }),
+            serde_json::error::Category::Data => {
+                ApiError::InvalidField(if path == "." { inner.to_string() } else { format!("{path}: {inner}") })
+            }
             _ => ApiError::InvalidJson(inner.to_string()),
         }
     })?;

@@ -30,7 +30,8 @@ impl Caller {
                     return Caller::Iam;
                 }
                 if let Some(jwt) = &authorizer.jwt {
-                    let mut scopes: Vec<String> = jwt.claims.get("scope").map(|s| s.split_whitespace().map(str::to_owned).collect()).unwrap_or_default();
+                    let mut scopes: Vec<String> =
+                        jwt.claims.get("scope").map(|s| s.split_whitespace().map(str::to_owned).collect()).unwrap_or_default();
                     scopes.extend(jwt.scopes.iter().flatten().cloned());
                     let user = jwt.claims.get(&access.user_id_claim).and_then(|v| UserId::parse(v.trim()));
                     return Caller::Token { user, scopes };
@@ -41,7 +42,8 @@ impl Caller {
         if access.local_auth {
             let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
             let user = header(LOCAL_USER_HEADER).and_then(UserId::parse);
-            let scopes: Vec<String> = header(LOCAL_SCOPE_HEADER).map(|s| s.split_whitespace().map(str::to_owned).collect()).unwrap_or_default();
+            let scopes: Vec<String> =
+                header(LOCAL_SCOPE_HEADER).map(|s| s.split_whitespace().map(str::to_owned).collect()).unwrap_or_default();
             if user.is_some() || !scopes.is_empty() {
                 return Caller::Token { user, scopes };
             }

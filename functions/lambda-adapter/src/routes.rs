@@ -43,9 +43,8 @@ struct RouteTable {
 }
 
 /// Parsed once per execution environment from the file compiled into the binary.
-pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
-    serde_json::from_str::<RouteTable>(include_str!("../../routes.json")).map(|t| t.routes).unwrap_or_default()
-});
+pub static ROUTES: LazyLock<Vec<Route>> =
+    LazyLock::new(|| serde_json::from_str::<RouteTable>(include_str!("../../routes.json")).map(|t| t.routes).unwrap_or_default());
 
 impl Operation {
     pub fn route(self) -> Option<&'static Route> {
@@ -127,7 +126,9 @@ mod tests {
 
     #[test]
     fn errors_are_specific() {
-        assert!(matches!(resolve("DELETE", "/v1/users/42/tickets", None, None), Err(ApiError::MethodNotAllowed { allow }) if allow == "GET, PUT"));
+        assert!(
+            matches!(resolve("DELETE", "/v1/users/42/tickets", None, None), Err(ApiError::MethodNotAllowed { allow }) if allow == "GET, PUT")
+        );
         assert!(matches!(resolve("GET", "/v1/users/42/other", None, None), Err(ApiError::RouteNotFound)));
         for bad in ["0", "-1", "1.5", "abc", "99999999999999999999", "%7B%22%24gt%22%7D"] {
             let path = format!("/v1/users/{bad}/tickets");

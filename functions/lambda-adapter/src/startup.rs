@@ -113,7 +113,8 @@ pub fn aws_https_client() -> aws_sdk_secretsmanager::config::SharedHttpClient {
 fn parse_secret(text: &str) -> Result<String, StartupError> {
     let text = text.trim();
     if text.starts_with('{') {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|_| StartupError::Secret("the secret is JSON but not an object".into()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|_| StartupError::Secret("the secret is JSON but not an object".into()))?;
         ["uri", "MONGODB_URI", "connectionString"]
             .iter()
             .find_map(|key| value.get(key).and_then(|v| v.as_str()))

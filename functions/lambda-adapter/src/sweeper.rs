@@ -74,10 +74,9 @@ async fn run_sweep(state: &AppState, event: LambdaEvent<Value>) -> Result<SweepS
     // Monitoring only: a failure here must not fail the sweep.
     let since = DateTime::from_millis(now.timestamp_millis() - 3_600_000);
     let errors_last_hour = state.cache.error_summary(since).await.map_err(|e| tracing::warn!(error = %e, "error summary failed")).ok();
-    state.metrics.emit(&[
-        (Metric::SweptDocuments, report.deleted_documents as f64),
-        (Metric::TrimmedLogs, report.trimmed_log_entries as f64),
-    ]);
+    state
+        .metrics
+        .emit(&[(Metric::SweptDocuments, report.deleted_documents as f64), (Metric::TrimmedLogs, report.trimmed_log_entries as f64)]);
     let summary = SweepSummary { trigger, report, indexes_ok, errors_last_hour, total_ms: started.elapsed().as_millis() as u64 };
     tracing::info!(summary = %serde_json::to_string(&summary).unwrap_or_default(), "sweep finished");
     Ok(summary)
@@ -110,4 +109,3 @@ mod tests {
         assert!(trigger_of(&Value::Null).is_err());
     }
 }
-
