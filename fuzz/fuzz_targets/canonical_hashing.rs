@@ -30,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(a, b, "JSON and stored BSON canonicalize differently: {value}");
         }
     }
-    let pass = StoredPass { payload: Some(document), payload_hash: from_json.ok(), payload_hash_alg: Some(JCS_ALG.into()), ..Default::default() };
+    let pass =
+        StoredPass { payload: Some(document), payload_hash: from_json.ok(), payload_hash_alg: Some(JCS_ALG.into()), ..Default::default() };
     let _ = hashing::verify(&pass);
 });

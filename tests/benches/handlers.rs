@@ -34,16 +34,10 @@ fn handlers(c: &mut Criterion) {
     let mut group = c.benchmark_group("handler_only");
     let cases: [Case; 3] = [
         ("get_tickets_20x2_passes", Operation::GetTickets, || HttpEvent::new("GET", "/v1/users/42/tickets").auth(Auth::user(42))),
-        (
-            "update_tickets_20x2_passes",
-            Operation::UpdateTickets,
-            || HttpEvent::new("PUT", "/v1/users/42/tickets").auth(Auth::Iam).json(&twenty_passes(None)),
-        ),
-        (
-            "push_log",
-            Operation::PushLog,
-            || HttpEvent::new("POST", "/v1/users/42/logs").auth(Auth::Iam).json(&log_entry("passes", 1)),
-        ),
+        ("update_tickets_20x2_passes", Operation::UpdateTickets, || {
+            HttpEvent::new("PUT", "/v1/users/42/tickets").auth(Auth::Iam).json(&twenty_passes(None))
+        }),
+        ("push_log", Operation::PushLog, || HttpEvent::new("POST", "/v1/users/42/logs").auth(Auth::Iam).json(&log_entry("passes", 1))),
     ];
     for (name, op, event) in &cases {
         group.bench_function(*name, |b| {
