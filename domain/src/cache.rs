@@ -7,58 +7,26 @@ use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
-use mongodb::bson::{doc, Bson, DateTime, Document};
-use mongodb::options::{IndexOptions, ReturnDocument};
-use mongodb::{Client, Collection, IndexModel};
+use mongodb::bson::{doc, rawdoc, Bson, DateTime, Document, RawArrayBuf, RawBson, RawDocumentBuf};
+use mongodb::options::IndexOptions;
+use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::clock::{format_rfc3339_millis, parse_rfc3339};
 use crate::config::CacheConfig;
-use crate::error::{is_duplicate_key, CacheError, ValidationError};
-use crate::hashing::{self, Integrity};
+use crate::error::{is_duplicate_key, is_retryable, CacheError, ValidationError};
 use crate::input::{validate_log_entry, validate_passes, LogEntryInput, PassUpdate};
-use crate::schema::{field, LogTimes, Millis, PassKind, Selection, StoredPass, TicketDocument, UserId};
+use crate::read::{self, CachedTickets, Freshness};
+use crate::schema::{field, LogTimes, Millis, PassKind, Selection, UserId};
 
 /// The ticket cache over one MongoDB collection. Cheap to clone; share one per execution environment.
 #[derive(Clone, Debug)]
 pub struct TicketCache {
+    db: Database,
     docs: Collection<Document>,
-    tickets: Collection<TicketDocument>,
+    raw: Collection<RawDocumentBuf>,
     log_times: Collection<LogTimes>,
     config: CacheConfig,
-}
-
-/// A cached document as a read returns it.
-#[derive(Debug, Clone)]
-pub struct CachedTickets {
-    pub user_id: UserId,
-    pub selection: Selection,
-    pub timestamp: Option<Millis>,
-    /// Time since `timestamp`; `None` when the document has no timestamp.
-    pub age: Option<Duration>,
-    /// Older than the freshness TTL (or undated).
-    pub stale: bool,
-    /// How long the document stays fresh from now (zero when stale).
-    pub fresh_for: Duration,
-    /// The requested arrays, in request order; a missing array reads as empty.
-    pub arrays: Vec<(PassKind, Vec<CheckedPass>)>,
-    /// A strong validator over the stored timestamp, hashes and integrity verdicts.
-    pub etag: String,
-}
-
-impl CachedTickets {
-    /// Passes whose stored hash does not match their payload.
-    pub fn mismatches(&self) -> usize {
-        self.arrays.iter().flat_map(|(_, passes)| passes).filter(|p| p.integrity == Integrity::Mismatch).count()
-    }
-}
-
-/// A stored pass with the verdict on its payload hash.
-#[derive(Debug, Clone)]
-pub struct CheckedPass {
-    pub pass: StoredPass,
-    pub integrity: Integrity,
 }
 
 /// What a successful replace stored.
@@ -106,8 +74,9 @@ pub struct ErrorCount {
 
 impl TicketCache {
     pub fn new(client: &Client, config: CacheConfig) -> TicketCache {
-        let docs = client.database(&config.database).collection::<Document>(&config.collection);
-        TicketCache { tickets: docs.clone_with_type(), log_times: docs.clone_with_type(), docs, config }
+        let db = client.database(&config.database);
+        let docs = db.collection::<Document>(&config.collection);
+        TicketCache { db, raw: docs.clone_with_type(), log_times: docs.clone_with_type(), docs, config }
     }
 
     pub fn config(&self) -> &CacheConfig {
@@ -119,51 +88,17 @@ impl TicketCache {
         &self.docs
     }
 
-    /// Reads one user's passes. The projection names only what the response needs: never the logs.
+    /// Reads one user's passes: one `find`, whose projection names only what the response needs (never
+    /// the logs), and whose raw reply is rendered without building a `Document`.
     pub async fn get(&self, user: UserId, selection: Selection, now: DateTime) -> Result<Option<CachedTickets>, CacheError> {
         let mut projection = doc! { "_id": 0, field::TIMESTAMP: 1 };
         for kind in selection.kinds() {
             projection.insert(kind.field(), 1);
         }
-        let found = self.timed(self.tickets.find_one(doc! { field::USER_ID: user }).projection(projection)).await?;
-        Ok(found.map(|document| self.check(user, selection, document, now)))
-    }
-
-    fn check(&self, user: UserId, selection: Selection, mut document: TicketDocument, now: DateTime) -> CachedTickets {
-        let age = document.timestamp.map(|ts| Duration::from_millis(now.timestamp_millis().saturating_sub(ts.0).max(0) as u64));
-        let fresh_for = age.map_or(Duration::ZERO, |age| self.config.fresh_ttl.saturating_sub(age));
-        let arrays: Vec<(PassKind, Vec<CheckedPass>)> = selection
-            .kinds()
-            .iter()
-            .map(|&kind| {
-                let passes = document.take_passes(kind).unwrap_or_default();
-                (kind, passes.into_iter().map(|pass| CheckedPass { integrity: hashing::verify(&pass), pass }).collect())
-            })
-            .collect();
-
-        let mut validator = Sha256::new();
-        validator.update(selection.as_str());
-        validator.update(document.timestamp.map_or(-1, |t| t.0).to_be_bytes());
-        for (kind, passes) in &arrays {
-            validator.update(kind.field());
-            for checked in passes {
-                validator.update([0, checked.integrity as u8]);
-                validator.update(checked.pass.payload_hash.as_deref().unwrap_or("-"));
-            }
-        }
-        let digest = validator.finalize();
-        let etag = format!("\"{}\"", digest[..16].iter().map(|b| format!("{b:02x}")).collect::<String>());
-
-        CachedTickets {
-            user_id: user,
-            selection,
-            timestamp: document.timestamp,
-            age,
-            stale: age.is_none_or(|age| age > self.config.fresh_ttl),
-            fresh_for,
-            arrays,
-            etag,
-        }
+        let found = self.timed(self.raw.find_one(doc! { field::USER_ID: user }).projection(projection)).await?;
+        let Some(document) = found else { return Ok(None) };
+        let freshness = Freshness { now, ttl: self.config.fresh_ttl };
+        read::render(user, selection, &document, freshness).map(Some).map_err(CacheError::Unreadable)
     }
 
     /// Replaces one or both pass arrays in one atomic upsert.
@@ -183,38 +118,63 @@ impl TicketCache {
         }
 
         // Every field is written only when the stored document is not newer (a missing timestamp reads as 0).
-        let writable = doc! { "$lte": [{ "$ifNull": [format!("${}", field::TIMESTAMP), 0_i64] }, timestamp] };
-        let guarded = |new: Bson, name: &str| doc! { "$cond": [writable.clone(), new, format!("${name}")] };
-        let mut set = doc! {
-            field::TIMESTAMP: guarded(timestamp.into(), field::TIMESTAMP),
+        let writable = rawdoc! { "$lte": [{ "$ifNull": [format!("${}", field::TIMESTAMP), 0_i64] }, timestamp.0] };
+        let guarded = |new: RawBson, name: &str| rawdoc! { "$cond": [writable.clone(), new, format!("${name}")] };
+        let mut set = rawdoc! {
+            field::TIMESTAMP: guarded(timestamp.0.into(), field::TIMESTAMP),
             field::EXPIRES_AT: guarded(self.expires_at(now).into(), field::EXPIRES_AT),
         };
         let mut outcome = ReplaceOutcome { timestamp, passes: None, passes4: None };
         for kind in PassKind::ALL {
             let Some(passes) = update.passes(kind) else { continue };
-            let valid: Vec<Bson> = validate_passes(kind, passes, timestamp, limits)?.into_iter().map(|p| Bson::Document(p.0)).collect();
-            match kind {
-                PassKind::Passes => outcome.passes = Some(valid.len()),
-                PassKind::Passes4 => outcome.passes4 = Some(valid.len()),
+            let valid_passes = validate_passes(kind, passes, timestamp, limits)?;
+            let count = Some(valid_passes.len());
+            let mut valid = RawArrayBuf::new();
+            for pass in valid_passes {
+                valid.push(pass.0);
             }
-            set.insert(kind.field(), guarded(merge_by_uuid(kind, valid).into(), kind.field()));
+            match kind {
+                PassKind::Passes => outcome.passes = count,
+                PassKind::Passes4 => outcome.passes4 = count,
+            }
+            set.append(kind.field(), guarded(merge_by_uuid(kind, valid).into(), kind.field()));
         }
-        let pipeline = vec![doc! { "$set": set }];
+        // findAndModify as a raw command: the passes are already BSON, and the driver's typed helpers
+        // would copy them into `Document` trees first (0.5 ms for 40 passes, `bench/profile.md`).
+        let mut command = rawdoc! {
+            "findAndModify": self.config.collection.as_str(),
+            "query": { field::USER_ID: user.get() },
+            "update": [{ "$set": set }],
+            "upsert": true,
+            "new": true,
+            "fields": { "_id": 0, field::TIMESTAMP: 1 },
+        };
+        if let Some(concern) = self.db.write_concern() {
+            // A raw command does not inherit the client's write concern; send it explicitly.
+            let concern = mongodb::bson::to_raw_document_buf(concern).map_err(|e| CacheError::Database(e.into()))?;
+            command.append("writeConcern", concern);
+        }
 
-        let write = || {
-            self.docs
-                .find_one_and_update(doc! { field::USER_ID: user }, pipeline.clone())
-                .upsert(true)
-                .return_document(ReturnDocument::After)
-                .projection(doc! { "_id": 0, field::TIMESTAMP: 1 })
-        };
-        let stored = match self.timed(write()).await {
-            // Two first writes raced on the unique index: the document exists now, so update it.
-            Err(CacheError::Database(e)) if is_duplicate_key(&e) => self.timed(write()).await?,
-            other => other?,
-        };
-        let stored_timestamp =
-            stored.as_ref().and_then(|d| mongodb::bson::from_bson::<Millis>(d.get(field::TIMESTAMP)?.clone()).ok()).unwrap_or(timestamp);
+        let db = &self.db;
+        let reply = self
+            .timed(async {
+                match db.run_raw_command(command.clone()).await {
+                    // Two first writes raced on the unique index (the document exists now), or the command
+                    // may not have run (connection lost, primary stepping down). It is idempotent — the
+                    // same timestamp writes the same state — so it runs once more, as a retryable write would.
+                    Err(e) if is_duplicate_key(&e) || is_retryable(&e) => db.run_raw_command(command).await,
+                    other => other,
+                }
+            })
+            .await?;
+        if let Ok(concern_error) = reply.get_document("writeConcernError") {
+            return Err(CacheError::WriteConcern(concern_error.get_str("errmsg").unwrap_or("write concern not satisfied").to_owned()));
+        }
+        let stored_timestamp = reply
+            .get_document("value")
+            .ok()
+            .and_then(|d| mongodb::bson::from_bson::<Millis>(d.get(field::TIMESTAMP)?.clone()).ok())
+            .unwrap_or(timestamp);
         if stored_timestamp > timestamp {
             return Err(CacheError::StaleWrite { stored: stored_timestamp });
         }
@@ -404,9 +364,9 @@ impl TicketCache {
 /// New passes, each merged over the stored pass with the same `pass_uuid` (stored fields first, so the
 /// new values win and fields only the stored pass has survive). `$literal` keeps client strings that
 /// start with `$` from being read as field paths.
-fn merge_by_uuid(kind: PassKind, new_passes: Vec<Bson>) -> Document {
+fn merge_by_uuid(kind: PassKind, new_passes: RawArrayBuf) -> RawDocumentBuf {
     let stored = format!("${}", kind.field());
-    doc! { "$map": {
+    rawdoc! { "$map": {
         "input": { "$literal": new_passes },
         "as": "new",
         "in": { "$mergeObjects": [

@@ -38,6 +38,12 @@ pub enum CacheError {
     Unavailable(#[source] mongodb::error::Error),
     #[error("the database did not answer within {0} ms")]
     Timeout(u64),
+    /// The write ran but the configured write concern was not satisfied; retrying is safe.
+    #[error("the write was not acknowledged as configured: {0}")]
+    WriteConcern(String),
+    /// A stored document that cannot be read (invalid BSON): a bug or tampering, not the caller's fault.
+    #[error("the stored document cannot be read: {0}")]
+    Unreadable(#[source] crate::json::NotJson),
     /// Anything else the database reported: a bug or a misconfiguration, not the caller's fault.
     #[error("the database rejected the operation")]
     Database(#[source] mongodb::error::Error),
@@ -70,6 +76,16 @@ pub(crate) fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
     match err.kind.as_ref() {
         ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
         ErrorKind::Command(e) => e.code == DUPLICATE_KEY,
+        _ => false,
+    }
+}
+
+/// Errors after which a command may not have run and the server may answer the same command again: the
+/// connection was lost or the primary is stepping down. (Not server selection: that already waited.)
+pub(crate) fn is_retryable(err: &mongodb::error::Error) -> bool {
+    match err.kind.as_ref() {
+        ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. } => true,
+        ErrorKind::Command(e) => TRANSIENT_CODES.contains(&e.code),
         _ => false,
     }
 }

@@ -3,16 +3,20 @@
 //! Wrong JSON types fail deserialization (the caller reports a bad field); everything that deserializes but
 //! breaks a rule fails [`ValidationError`]. Nothing reaches MongoDB before both pass.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashSet;
 
-use mongodb::bson::{self, doc, Bson, Document};
-use serde::de::{self, Deserializer};
+use mongodb::bson::{self, doc, rawdoc, Document, RawArrayBuf, RawBson, RawDocument, RawDocumentBuf};
+use serde::de::{self, DeserializeSeed, Deserializer};
+use serde::ser::Error as _;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::config::Limits;
 use crate::error::ValidationError;
-use crate::hashing::{self, JCS_ALG};
+use crate::hashing::{self, HashForm, JCS_ALG};
 use crate::schema::{JsNumber, Millis, PassKind, UserId};
 
 /// A client timestamp: integral milliseconds since the epoch, positive, within JavaScript's safe range.
@@ -33,20 +37,79 @@ impl<'de> Deserialize<'de> for ClientMillis {
 }
 
 /// A pass as a client sends it. Fields this service does not know are kept (the schema is not strict).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct PassInput {
     pub pass_uuid: String,
     pub status: String,
-    #[serde(default)]
     pub timestamp: Option<ClientMillis>,
-    #[serde(default)]
     pub free_ticket_status: Option<JsNumber>,
-    pub payload: Map<String, Value>,
+    /// The payload's JSON text (an object). Validation converts it to BSON and hashes it in one pass,
+    /// without building a JSON tree first.
+    pub payload: Box<RawValue>,
     /// Optional: when sent it must match the payload in one of the two hash forms.
-    #[serde(default)]
     pub payload_hash: Option<String>,
-    #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+impl<'de> Deserialize<'de> for PassInput {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(PassInputVisitor)
+    }
+}
+
+/// Written out rather than derived: `#[serde(flatten)]` (for `extra`) buffers every field, and a buffered
+/// field can no longer be read as a `RawValue`.
+struct PassInputVisitor;
+
+impl<'de> de::Visitor<'de> for PassInputVisitor {
+    type Value = PassInput;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a pass object")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<PassInput, A::Error> {
+        fn once<T, E: de::Error>(slot: &mut Option<T>, value: T, name: &'static str) -> Result<(), E> {
+            match slot.replace(value) {
+                Some(_) => Err(E::duplicate_field(name)),
+                None => Ok(()),
+            }
+        }
+        let (mut pass_uuid, mut status, mut timestamp, mut free_ticket_status, mut payload, mut payload_hash) =
+            (None, None, None, None, None, None);
+        let mut extra = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "pass_uuid" => once(&mut pass_uuid, map.next_value::<String>()?, "pass_uuid")?,
+                "status" => once(&mut status, map.next_value::<String>()?, "status")?,
+                "timestamp" => once(&mut timestamp, map.next_value::<Option<ClientMillis>>()?, "timestamp")?,
+                "free_ticket_status" => once(&mut free_ticket_status, map.next_value::<Option<JsNumber>>()?, "free_ticket_status")?,
+                "payload_hash" => once(&mut payload_hash, map.next_value::<Option<String>>()?, "payload_hash")?,
+                "payload" => {
+                    let raw = map.next_value::<Box<RawValue>>()?;
+                    if !raw.get().trim_start().starts_with('{') {
+                        return Err(de::Error::invalid_type(de::Unexpected::Other(raw.get()), &"a JSON object"));
+                    }
+                    once(&mut payload, raw, "payload")?;
+                }
+                _ => {
+                    let value = map.next_value::<Value>()?;
+                    if extra.insert(key.clone(), value).is_some() {
+                        return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
+                    }
+                }
+            }
+        }
+        Ok(PassInput {
+            pass_uuid: pass_uuid.ok_or_else(|| de::Error::missing_field("pass_uuid"))?,
+            status: status.ok_or_else(|| de::Error::missing_field("status"))?,
+            timestamp: timestamp.flatten(),
+            free_ticket_status: free_ticket_status.flatten(),
+            payload: payload.ok_or_else(|| de::Error::missing_field("payload"))?,
+            payload_hash: payload_hash.flatten(),
+            extra,
+        })
+    }
 }
 
 /// `PUT` tickets: new contents for one or both pass arrays.
@@ -88,7 +151,7 @@ const SERVER_OWNED_PASS_FIELDS: [&str; 4] = ["_id", "payload_hash_alg", "payload
 
 /// A validated pass, ready to store: its payload as BSON and its JCS hash computed here.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ValidPass(pub Document);
+pub struct ValidPass(pub RawDocumentBuf);
 
 /// Validates one array of passes, computing each payload hash. `default_timestamp` fills passes without one.
 pub fn validate_passes(
@@ -111,42 +174,189 @@ pub fn validate_passes(
             }
             check_text(&at("pass_uuid"), &pass.pass_uuid, limits.max_pass_uuid_chars)?;
             check_text(&at("status"), &pass.status, limits.max_status_chars)?;
-            check_object(&at("payload"), &pass.payload, 0, limits)?;
             check_object_keys(&at(""), &pass.extra)?;
+            let payload = payload_to_bson(&pass.payload, &at("payload"), limits)?;
 
             // The canonical form is the payload's size as stored, give or take BSON framing.
-            let (hash, canonical_len) = hashing::jcs_canonical_hash(&pass.payload)
-                .map_err(|e| ValidationError::Invalid { field: at("payload"), reason: e.to_string() })?;
-            let payload_doc =
-                bson::to_document(&pass.payload).map_err(|e| ValidationError::Invalid { field: at("payload"), reason: e.to_string() })?;
+            let (hash, canonical_len) =
+                hashing::hash(&payload, HashForm::Jcs).map_err(|e| ValidationError::Invalid { field: at("payload"), reason: e.to_string() })?;
             if canonical_len > limits.max_payload_bytes {
                 return Err(ValidationError::PayloadTooLarge { field: at("payload"), max: limits.max_payload_bytes });
             }
             if let Some(sent) = pass.payload_hash.as_deref() {
-                let matches_jcs = sent.eq_ignore_ascii_case(&hash);
-                if !matches_jcs && !sent.eq_ignore_ascii_case(&hashing::legacy_hash(&payload_doc)) {
+                let legacy = || hashing::hash(&payload, HashForm::Legacy).map(|(hash, _)| hash).unwrap_or_default();
+                if !sent.eq_ignore_ascii_case(&hash) && !sent.eq_ignore_ascii_case(&legacy()) {
                     return Err(ValidationError::HashMismatch { pass_uuid: pass.pass_uuid.clone() });
                 }
             }
 
-            let mut stored = doc! {
-                "pass_uuid": &pass.pass_uuid,
-                "timestamp": pass.timestamp.map_or(default_timestamp, |t| t.0),
-                "status": &pass.status,
-                "free_ticket_status": pass.free_ticket_status.map_or(Bson::Null, Bson::from),
-                "payload": payload_doc,
-                "payload_hash": hash,
-                "payload_hash_alg": JCS_ALG,
+            let mut stored = rawdoc! {
+                "pass_uuid": pass.pass_uuid.as_str(),
+                "timestamp": pass.timestamp.map_or(default_timestamp, |t| t.0).0,
+                "status": pass.status.as_str(),
             };
+            match pass.free_ticket_status {
+                Some(JsNumber::Int(v)) => stored.append("free_ticket_status", v),
+                Some(JsNumber::Float(v)) => stored.append("free_ticket_status", v),
+                None => stored.append("free_ticket_status", RawBson::Null),
+            }
+            stored.append("payload", payload);
+            stored.append("payload_hash", hash);
+            stored.append("payload_hash_alg", JCS_ALG);
             for (key, value) in &pass.extra {
                 if !SERVER_OWNED_PASS_FIELDS.contains(&key.as_str()) {
-                    let value = bson::to_bson(value).map_err(|e| ValidationError::Invalid { field: at(key), reason: e.to_string() })?;
-                    stored.insert(key.clone(), value);
+                    let value = bson::to_bson(value)
+                        .and_then(|v| RawBson::try_from(v).map_err(|e| bson::ser::Error::custom(e.to_string())))
+                        .map_err(|e| ValidationError::Invalid { field: at(key), reason: e.to_string() })?;
+                    stored.append(key, value);
                 }
             }
             Ok(ValidPass(stored))
         })
         .collect()
+}
+
+/// Converts a payload's JSON text to BSON, enforcing what MongoDB and JavaScript can hold (see
+/// [`check_value`]): one parse, no intermediate JSON tree.
+pub fn payload_to_bson(payload: &RawValue, field: &str, limits: &Limits) -> Result<RawDocumentBuf, ValidationError> {
+    let problem = RefCell::new(None);
+    let seed = BsonSeed { field, depth: 0, limits, problem: &problem };
+    let mut deserializer = serde_json::Deserializer::from_str(payload.get());
+    match seed.deserialize(&mut deserializer) {
+        Ok(RawBson::Document(doc)) => Ok(doc),
+        Ok(_) => Err(ValidationError::Invalid { field: field.into(), reason: "must be a JSON object".into() }),
+        Err(e) => Err(problem.into_inner().unwrap_or_else(|| ValidationError::Invalid { field: field.into(), reason: e.to_string() })),
+    }
+}
+
+/// Builds the BSON of one JSON value. A rule broken on the way is kept in `problem` (the parser's own
+/// error type cannot carry it) and parsing stops.
+#[derive(Clone, Copy)]
+struct BsonSeed<'a> {
+    field: &'a str,
+    depth: usize,
+    limits: &'a Limits,
+    problem: &'a RefCell<Option<ValidationError>>,
+}
+
+impl BsonSeed<'_> {
+    fn fail<E: de::Error>(&self, problem: ValidationError) -> E {
+        let message = problem.to_string();
+        self.problem.replace(Some(problem));
+        E::custom(message)
+    }
+
+    fn child(&self) -> Self {
+        BsonSeed { depth: self.depth + 1, ..*self }
+    }
+
+    fn integer<E: de::Error>(&self, value: i128) -> Result<RawBson, E> {
+        match i64::try_from(value) {
+            Ok(v) if v.unsigned_abs() <= UserId::MAX as u64 => Ok(RawBson::Int64(v)),
+            _ => Err(self.fail(ValidationError::Invalid {
+                field: self.field.into(),
+                reason: format!("integer {value} is outside the exactly representable range"),
+            })),
+        }
+    }
+}
+
+impl<'de> de::DeserializeSeed<'de> for BsonSeed<'_> {
+    type Value = RawBson;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<RawBson, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> de::Visitor<'de> for BsonSeed<'_> {
+    type Value = RawBson;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawBson, E> {
+        Ok(RawBson::Boolean(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawBson, E> {
+        self.integer(v.into())
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawBson, E> {
+        self.integer(v.into())
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawBson, E> {
+        Ok(RawBson::Double(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawBson, E> {
+        Ok(RawBson::String(v.to_owned()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<RawBson, E> {
+        Ok(RawBson::String(v))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<RawBson, E> {
+        Ok(RawBson::Null)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawBson, A::Error> {
+        let child = self.nested()?;
+        let mut items = RawArrayBuf::new();
+        while let Some(item) = seq.next_element_seed(child)? {
+            items.push(item);
+        }
+        Ok(RawBson::Array(items))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<RawBson, A::Error> {
+        let child = self.nested()?;
+        let mut doc = RawDocumentBuf::new();
+        let mut keys = HashSet::new();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if forbidden_key(&key) {
+                let field = self.field.to_owned();
+                return Err(self.fail(ValidationError::ForbiddenKey { field, key: key.escape_debug().to_string() }));
+            }
+            let value = map.next_value_seed(child)?;
+            // JSON objects are maps: a repeated name keeps its last value (as JavaScript's JSON.parse does).
+            if keys.insert(key.clone()) {
+                doc.append(key.as_ref(), value);
+            } else {
+                doc = replace_member(&doc, &key, value);
+            }
+        }
+        Ok(RawBson::Document(doc))
+    }
+}
+
+impl BsonSeed<'_> {
+    /// The seed for the values inside an object or array, refusing to go deeper than the limit.
+    fn nested<E: de::Error>(&self) -> Result<Self, E> {
+        let child = self.child();
+        if child.depth > self.limits.max_payload_depth {
+            return Err(self.fail(ValidationError::Invalid {
+                field: self.field.into(),
+                reason: format!("nested deeper than {} levels", self.limits.max_payload_depth),
+            }));
+        }
+        Ok(child)
+    }
+}
+
+/// `doc` with `key`'s value replaced, in place (rare: only for JSON objects that repeat a name).
+fn replace_member(doc: &RawDocument, key: &str, value: RawBson) -> RawDocumentBuf {
+    let mut out = RawDocumentBuf::new();
+    for (k, v) in doc.into_iter().flatten() {
+        if k == key {
+            out.append(k, value.clone());
+        } else {
+            out.append_ref(k, v);
+        }
+    }
+    out
+}
+
+fn forbidden_key(key: &str) -> bool {
+    key.is_empty() || key.starts_with('$') || key.contains('.') || key.contains('\0')
 }
 
 /// Validates a log entry and returns the document to push (without `server_time`, which the caller sets).
@@ -220,7 +430,7 @@ fn check_object(field: &str, map: &Map<String, Value>, depth: usize, limits: &Li
 }
 
 fn check_object_keys(field: &str, map: &Map<String, Value>) -> Result<(), ValidationError> {
-    match map.keys().find(|k| k.is_empty() || k.starts_with('$') || k.contains('.') || k.contains('\0')) {
+    match map.keys().find(|k| forbidden_key(k)) {
         Some(key) => Err(ValidationError::ForbiddenKey { field: field.trim_end_matches('.').into(), key: key.escape_debug().to_string() }),
         None => Ok(()),
     }
@@ -232,7 +442,12 @@ mod tests {
     use serde_json::json;
 
     fn pass(value: Value) -> PassInput {
-        serde_json::from_value(value).unwrap()
+        serde_json::from_str(&value.to_string()).unwrap()
+    }
+
+    fn jcs_hash(value: &Value) -> String {
+        let (hash, _) = hashing::hash(&RawDocumentBuf::from_document(&bson::to_document(value).unwrap()).unwrap(), HashForm::Jcs).unwrap();
+        hash
     }
 
     fn ok_pass(uuid: &str) -> Value {
@@ -249,8 +464,11 @@ mod tests {
             json!({"pass_uuid": "u1", "status": "ACTIVE", "payload": {"b": 2, "a": 1}, "vendor_ref": "X-1", "integrity": "verified", "_id": "x"}),
         );
         let [ValidPass(stored)] = validate_passes(PassKind::Passes, &[input], Millis(5), &limits()).unwrap().try_into().unwrap();
+        let stored = stored.to_document().unwrap();
         assert_eq!(stored.get_str("payload_hash_alg").unwrap(), JCS_ALG);
-        assert_eq!(stored.get_str("payload_hash").unwrap(), hashing::jcs_hash(&json!({"a": 1, "b": 2})).unwrap());
+        assert_eq!(stored.get_str("payload_hash").unwrap(), jcs_hash(&json!({"a": 1, "b": 2})));
+        // The reference canonicalizer agrees on the hashed text.
+        assert_eq!(serde_json_canonicalizer::to_string(&json!({"b": 2, "a": 1})).unwrap(), r#"{"a":1,"b":2}"#);
         assert_eq!(stored.get_i64("timestamp").unwrap(), 5);
         assert_eq!(stored.get_str("vendor_ref").unwrap(), "X-1");
         assert!(!stored.contains_key("integrity") && !stored.contains_key("_id"));
@@ -262,8 +480,9 @@ mod tests {
     #[test]
     fn accepts_client_hash_in_either_form_and_rejects_others() {
         let payload = json!({"b": 2.5, "a": 1});
-        let jcs = hashing::jcs_hash(&payload).unwrap();
-        let legacy = hashing::legacy_hash(&bson::to_document(&payload).unwrap());
+        let jcs = jcs_hash(&payload);
+        let raw = RawDocumentBuf::from_document(&bson::to_document(&payload).unwrap()).unwrap();
+        let (legacy, _) = hashing::hash(&raw, HashForm::Legacy).unwrap();
         assert_ne!(jcs, legacy);
         for good in [jcs.clone(), legacy, jcs.to_uppercase()] {
             let input = pass(json!({"pass_uuid": "u", "status": "S", "payload": payload, "payload_hash": good}));

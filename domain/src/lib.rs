@@ -7,14 +7,17 @@ pub mod config;
 pub mod error;
 pub mod hashing;
 pub mod input;
+pub mod json;
+pub mod read;
 pub mod schema;
 
-pub use cache::{CachedTickets, CheckedPass, ErrorCount, ErrorSummary, PushOutcome, ReplaceOutcome, SweepReport, TicketCache};
+pub use cache::{ErrorCount, ErrorSummary, PushOutcome, ReplaceOutcome, SweepReport, TicketCache};
 pub use config::{AccessConfig, CacheConfig, ConfigError, Limits, Settings, UriSource};
 pub use error::{CacheError, ValidationError};
 pub use hashing::Integrity;
+pub use read::{CachedTickets, CheckedPass};
 pub use input::{LogEntryInput, PassInput, PassUpdate};
-pub use schema::{JsNumber, Millis, PassKind, Selection, StoredPass, UserId};
+pub use schema::{JsNumber, Millis, PassKind, Selection, UserId};
 
 /// Re-exported so callers use the same driver and BSON versions as the cache.
 pub use mongodb;

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use mongodb::bson::{Bson, Document};
+use mongodb::bson::Bson;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -167,7 +167,7 @@ pub enum JsNumber {
 }
 
 impl JsNumber {
-    fn from_f64(v: f64) -> JsNumber {
+    pub fn from_f64(v: f64) -> JsNumber {
         // Only integral values in the exactly representable range become integers.
         if v.fract() == 0.0 && v.abs() <= UserId::MAX as f64 {
             JsNumber::Int(v as i64)
@@ -213,56 +213,6 @@ impl From<JsNumber> for Bson {
         match n {
             JsNumber::Int(v) => Bson::Int64(v),
             JsNumber::Float(v) => Bson::Double(v),
-        }
-    }
-}
-
-/// A pass as stored. Every field is optional because legacy documents may lack any of them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct StoredPass {
-    #[serde(default)]
-    pub pass_uuid: Option<String>,
-    #[serde(default)]
-    pub timestamp: Option<Millis>,
-    #[serde(default)]
-    pub status: Option<String>,
-    #[serde(default)]
-    pub free_ticket_status: Option<JsNumber>,
-    #[serde(default)]
-    pub payload: Option<Document>,
-    #[serde(default)]
-    pub payload_hash: Option<String>,
-    /// Absent on passes the Node service wrote (their hash is over `JSON.stringify(payload)`).
-    #[serde(default)]
-    pub payload_hash_alg: Option<String>,
-    /// Fields this service does not own (Mongoose's `_id`, vendor additions): kept as stored.
-    #[serde(flatten)]
-    pub extra: Document,
-}
-
-/// The part of a document a read needs; the projection never asks for the log arrays.
-#[derive(Debug, Clone, Deserialize)]
-pub struct TicketDocument {
-    #[serde(default)]
-    pub timestamp: Option<Millis>,
-    #[serde(default)]
-    pub passes: Option<Vec<StoredPass>>,
-    #[serde(default)]
-    pub passes4: Option<Vec<StoredPass>>,
-}
-
-impl TicketDocument {
-    pub fn passes(&self, kind: PassKind) -> Option<&Vec<StoredPass>> {
-        match kind {
-            PassKind::Passes => self.passes.as_ref(),
-            PassKind::Passes4 => self.passes4.as_ref(),
-        }
-    }
-
-    pub fn take_passes(&mut self, kind: PassKind) -> Option<Vec<StoredPass>> {
-        match kind {
-            PassKind::Passes => self.passes.take(),
-            PassKind::Passes4 => self.passes4.take(),
         }
     }
 }

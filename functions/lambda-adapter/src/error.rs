@@ -45,8 +45,8 @@ impl From<CacheError> for ApiError {
         match err {
             CacheError::Validation(e) => ApiError::Validation(e),
             CacheError::StaleWrite { stored } => ApiError::StaleWrite { stored },
-            CacheError::Unavailable(_) | CacheError::Timeout(_) => ApiError::Unavailable,
-            CacheError::Database(_) => ApiError::Internal,
+            CacheError::Unavailable(_) | CacheError::Timeout(_) | CacheError::WriteConcern(_) => ApiError::Unavailable,
+            CacheError::Database(_) | CacheError::Unreadable(_) => ApiError::Internal,
         }
     }
 }

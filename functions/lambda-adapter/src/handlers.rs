@@ -1,14 +1,12 @@
 //! The HTTP handlers: request → identity → domain call → response. No cache logic lives here.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use domain::mongodb::bson::{DateTime, Document};
-use domain::{CacheError, CachedTickets, Integrity, JsNumber, LogEntryInput, Millis, PassUpdate, PushOutcome, Selection, UserId};
+use domain::mongodb::bson::DateTime;
+use domain::{CacheError, LogEntryInput, PassUpdate, PushOutcome, Selection, UserId};
 use lambda_http::http::{header, HeaderMap, HeaderValue, StatusCode};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
-use serde::ser::SerializeMap;
-use serde::{Serialize, Serializer};
 use serde_json::json;
 use tracing::Instrument;
 
@@ -78,7 +76,7 @@ async fn get_tickets(state: &AppState, user: UserId, request: &Request) -> Resul
         *empty.status_mut() = StatusCode::NOT_MODIFIED;
         empty
     } else {
-        crate::response::json(StatusCode::OK, &TicketsView(&tickets))
+        crate::response::json_text(StatusCode::OK, tickets.json)
     };
     let headers = response.headers_mut();
     let cache_control = format!("private, max-age={}", tickets.fresh_for.as_secs());
@@ -182,61 +180,4 @@ fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
         let candidate = candidate.trim();
         candidate == "*" || candidate.trim_start_matches("W/") == etag
     })
-}
-
-/// The GET body: the requested arrays only, never the logs.
-struct TicketsView<'a>(&'a CachedTickets);
-
-impl Serialize for TicketsView<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let tickets = self.0;
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("user_id", &tickets.user_id)?;
-        map.serialize_entry("timestamp", &tickets.timestamp)?;
-        map.serialize_entry("age_seconds", &tickets.age.map(|a: Duration| a.as_secs()))?;
-        map.serialize_entry("stale", &tickets.stale)?;
-        for (kind, passes) in &tickets.arrays {
-            let views: Vec<PassView<'_>> = passes
-                .iter()
-                .map(|checked| PassView {
-                    pass_uuid: checked.pass.pass_uuid.as_deref(),
-                    timestamp: checked.pass.timestamp,
-                    status: checked.pass.status.as_deref(),
-                    free_ticket_status: checked.pass.free_ticket_status,
-                    payload: checked.pass.payload.as_ref(),
-                    payload_hash: checked.pass.payload_hash.as_deref(),
-                    integrity: checked.integrity,
-                    extra: UnknownFields(&checked.pass.extra),
-                })
-                .collect();
-            map.serialize_entry(kind.field(), &views)?;
-        }
-        map.end()
-    }
-}
-
-#[derive(Serialize)]
-struct PassView<'a> {
-    pass_uuid: Option<&'a str>,
-    timestamp: Option<Millis>,
-    status: Option<&'a str>,
-    free_ticket_status: Option<JsNumber>,
-    payload: Option<&'a Document>,
-    payload_hash: Option<&'a str>,
-    integrity: Integrity,
-    #[serde(flatten)]
-    extra: UnknownFields<'a>,
-}
-
-/// A pass's unknown fields, minus Mongoose's internal sub-document `_id`.
-struct UnknownFields<'a>(&'a Document);
-
-impl Serialize for UnknownFields<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(None)?;
-        for (key, value) in self.0.iter().filter(|(k, _)| k.as_str() != "_id") {
-            map.serialize_entry(key, value)?;
-        }
-        map.end()
-    }
 }

@@ -11,7 +11,12 @@ pub fn json<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response<Bod
         Ok(bytes) => (status, bytes),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, r#"{"error":{"code":"internal","message":"internal error"}}"#.to_owned()),
     };
-    let mut response = Response::new(Body::Text(bytes));
+    json_text(status, bytes)
+}
+
+/// A response whose JSON text is already written (the cache renders reads itself).
+pub fn json_text(status: StatusCode, text: String) -> Response<Body> {
+    let mut response = Response::new(Body::Text(text));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
