@@ -4,6 +4,8 @@
 
 use std::collections::BTreeSet;
 use std::future::IntoFuture;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
@@ -27,6 +29,8 @@ pub struct TicketCache {
     raw: Collection<RawDocumentBuf>,
     log_times: Collection<LogTimes>,
     config: CacheConfig,
+    /// Nanoseconds spent awaiting the driver, over all clones: the database's share of a request.
+    driver_nanos: Arc<AtomicU64>,
 }
 
 /// What a successful replace stored.
@@ -76,11 +80,17 @@ impl TicketCache {
     pub fn new(client: &Client, config: CacheConfig) -> TicketCache {
         let db = client.database(&config.database);
         let docs = db.collection::<Document>(&config.collection);
-        TicketCache { db, raw: docs.clone_with_type(), log_times: docs.clone_with_type(), docs, config }
+        TicketCache { db, raw: docs.clone_with_type(), log_times: docs.clone_with_type(), docs, config, driver_nanos: Arc::default() }
     }
 
     pub fn config(&self) -> &CacheConfig {
         &self.config
+    }
+
+    /// Total time spent awaiting the driver (round trips, encoding, decoding) since this cache was made.
+    /// Callers take differences to separate database time from their own.
+    pub fn driver_time(&self) -> Duration {
+        Duration::from_nanos(self.driver_nanos.load(Ordering::Relaxed))
     }
 
     /// The raw collection (tests and tools read documents exactly as stored).
@@ -354,7 +364,10 @@ impl TicketCache {
     /// Runs one database operation under the configured time limit.
     async fn timed<T>(&self, operation: impl IntoFuture<Output = mongodb::error::Result<T>>) -> Result<T, CacheError> {
         let limit = self.config.operation_timeout;
-        match tokio::time::timeout(limit, operation.into_future()).await {
+        let started = Instant::now();
+        let result = tokio::time::timeout(limit, operation.into_future()).await;
+        self.driver_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        match result {
             Ok(result) => result.map_err(CacheError::from),
             Err(_) => Err(CacheError::Timeout(limit.as_millis() as u64)),
         }

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashSet;
 
-use mongodb::bson::{self, doc, rawdoc, Document, RawArrayBuf, RawBson, RawDocument, RawDocumentBuf};
+use mongodb::bson::{self, doc, rawdoc, Document, RawArrayBuf, RawBson, RawDocumentBuf};
 use serde::de::{self, DeserializeSeed, Deserializer};
 use serde::ser::Error as _;
 use serde::Deserialize;
@@ -310,19 +310,14 @@ impl<'de> de::Visitor<'de> for BsonSeed<'_> {
     fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<RawBson, A::Error> {
         let child = self.nested()?;
         let mut doc = RawDocumentBuf::new();
-        let mut keys = HashSet::new();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        // A repeated member name is appended as is; the canonical form (computed next) refuses it, as
+        // RFC 8785 requires I-JSON.
+        while let Some(key) = map.next_key_seed(MemberName)? {
             if forbidden_key(&key) {
                 let field = self.field.to_owned();
                 return Err(self.fail(ValidationError::ForbiddenKey { field, key: key.escape_debug().to_string() }));
             }
-            let value = map.next_value_seed(child)?;
-            // JSON objects are maps: a repeated name keeps its last value (as JavaScript's JSON.parse does).
-            if keys.insert(key.clone()) {
-                doc.append(key.as_ref(), value);
-            } else {
-                doc = replace_member(&doc, &key, value);
-            }
+            doc.append(key.as_ref(), map.next_value_seed(child)?);
         }
         Ok(RawBson::Document(doc))
     }
@@ -342,17 +337,29 @@ impl BsonSeed<'_> {
     }
 }
 
-/// `doc` with `key`'s value replaced, in place (rare: only for JSON objects that repeat a name).
-fn replace_member(doc: &RawDocument, key: &str, value: RawBson) -> RawDocumentBuf {
-    let mut out = RawDocumentBuf::new();
-    for (k, v) in doc.into_iter().flatten() {
-        if k == key {
-            out.append(k, value.clone());
-        } else {
-            out.append_ref(k, v);
-        }
+/// A member name, borrowed from the request body unless it contains escapes.
+struct MemberName;
+
+impl<'de> DeserializeSeed<'de> for MemberName {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
     }
-    out
+}
+
+impl<'de> de::Visitor<'de> for MemberName {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
 }
 
 fn forbidden_key(key: &str) -> bool {
@@ -490,6 +497,13 @@ mod tests {
         }
         let input = pass(json!({"pass_uuid": "u", "status": "S", "payload": payload, "payload_hash": "00"}));
         assert!(matches!(validate_passes(PassKind::Passes, &[input], Millis(1), &limits()), Err(ValidationError::HashMismatch { .. })));
+    }
+
+    #[test]
+    fn a_repeated_member_name_is_refused() {
+        let input: PassInput = serde_json::from_str(r#"{"pass_uuid": "u", "status": "S", "payload": {"a": 1, "n": {"b": 1, "b": 2}}}"#).unwrap();
+        let err = validate_passes(PassKind::Passes, &[input], Millis(1), &limits()).unwrap_err();
+        assert!(matches!(&err, ValidationError::Invalid { reason, .. } if reason.contains("appears twice")), "{err:?}");
     }
 
     #[test]

@@ -1,12 +1,11 @@
-//! Criterion: the request → domain → response path of each HTTP function, in process, with the
-//! database's time (as the driver measures each command) taken out of every sample.
+//! Criterion: the request → domain → response path of each HTTP function, in process, with the time
+//! spent awaiting the driver (`TicketCache::driver_time`) taken out of every sample.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use domain::{AccessConfig, CacheConfig, Settings, TicketCache};
-use integration_tests::bench_support::{log_entry, seed_user, timed_client, twenty_passes};
+use integration_tests::bench_support::{client, log_entry, seed_user, twenty_passes};
 use integration_tests::{unique_database, Auth, HttpEvent, StandIn};
 use lambda_adapter::{AppState, Metrics, Operation};
 
@@ -16,8 +15,8 @@ type Case = (&'static str, Operation, fn() -> HttpEvent);
 fn handlers(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let standin = StandIn::spawn(0).expect("stand-in");
-    let (state, db_nanos) = runtime.block_on(async {
-        let (client, nanos) = timed_client(&standin.uri).await;
+    let state = runtime.block_on(async {
+        let client = client(&standin.uri).await;
         let config = CacheConfig { database: unique_database("criterion"), ..CacheConfig::default() };
         let cache = TicketCache::new(&client, config.clone());
         cache.ensure_indexes().await.expect("indexes");
@@ -28,7 +27,7 @@ fn handlers(c: &mut Criterion) {
             access: AccessConfig::default(),
             metrics_namespace: "Bench".into(),
         };
-        (AppState::new(&client, settings, Metrics::memory("Bench", "bench")), nanos)
+        AppState::new(&client, settings, Metrics::memory("Bench", "bench"))
     });
 
     let mut group = c.benchmark_group("handler_only");
@@ -45,11 +44,11 @@ fn handlers(c: &mut Criterion) {
                 let mut spent = Duration::ZERO;
                 for _ in 0..iterations {
                     let request = event().request();
-                    let before = db_nanos.load(Ordering::Relaxed);
+                    let before = state.cache.driver_time();
                     let started = Instant::now();
                     let response = runtime.block_on(lambda_adapter::handlers::serve(&state, *op, request));
                     let total = started.elapsed();
-                    let db = Duration::from_nanos(db_nanos.load(Ordering::Relaxed) - before);
+                    let db = state.cache.driver_time() - before;
                     assert!(response.map(|r| r.status().is_success()).unwrap_or(false));
                     spent += total.saturating_sub(db);
                 }

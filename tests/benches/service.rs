@@ -5,12 +5,11 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use domain::mongodb::bson::{doc, DateTime};
 use domain::{AccessConfig, CacheConfig, Settings, TicketCache};
-use integration_tests::bench_support::{log_entry, percentiles, seed_user, timed_client, twenty_passes};
+use integration_tests::bench_support::{client, log_entry, percentiles, seed_user, twenty_passes};
 use integration_tests::runtime_api::{lambda_env, RuntimeApi};
 use integration_tests::{unique_database, workspace_root, Auth, HttpEvent, StandIn};
 use lambda_adapter::{AppState, Metrics, Operation};
@@ -159,7 +158,7 @@ async fn run(plan: &Plan, quick: bool) -> String {
     }
 
     // Data: a user with 20 passes per array (~2 KiB payloads) and 100 entries per log.
-    let (client, db_nanos) = timed_client(&uri).await;
+    let client = client(&uri).await;
     let config = CacheConfig { database: database.clone(), ..CacheConfig::default() };
     let cache = TicketCache::new(&client, config.clone());
     cache.ensure_indexes().await.expect("indexes");
@@ -192,7 +191,7 @@ async fn run(plan: &Plan, quick: bool) -> String {
         let _ = writeln!(out, "| {f} | {} | {} | {rss:.1} MB ({}) |", micros(p50), micros(p99), verdict(rss <= 40.0));
     }
 
-    // 3b. Handler-only: the same requests in process, minus the driver-measured database time.
+    // 3b. Handler-only: the same requests in process, minus the time spent awaiting the driver.
     let settings = Settings {
         uri: domain::UriSource::Direct(uri.clone()),
         cache: config.clone(),
@@ -214,11 +213,11 @@ async fn run(plan: &Plan, quick: bool) -> String {
                 Operation::PushLog => post_event(i),
             };
             let request = event.request();
-            let before = db_nanos.load(Ordering::Relaxed);
+            let before = state.cache.driver_time();
             let started = Instant::now();
             let response = call_request(&state, op, request).await;
             let total = started.elapsed();
-            let db = Duration::from_nanos(db_nanos.load(Ordering::Relaxed) - before);
+            let db = state.cache.driver_time() - before;
             assert!(response < 300, "{f}: status {response}");
             samples.push(total.saturating_sub(db));
         }

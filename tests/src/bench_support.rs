@@ -1,13 +1,8 @@
-//! Shared by the benchmarks (`make bench`): realistic data, and handler timing with the database's time
-//! taken out (the driver's own command timings, from command monitoring).
+//! Shared by the benchmarks (`make bench`): realistic data and the client.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use domain::mongodb::bson::DateTime;
-use domain::mongodb::event::command::CommandEvent;
-use domain::mongodb::event::EventHandler;
 use domain::mongodb::options::ClientOptions;
 use domain::mongodb::Client;
 use domain::{LogEntryInput, PassUpdate, TicketCache, UserId};
@@ -56,20 +51,10 @@ pub async fn seed_user(cache: &TicketCache, user: i64) {
     }
 }
 
-/// A client whose commands' durations (as the driver measures them) add up in the returned counter.
-pub async fn timed_client(uri: &str) -> (Client, Arc<AtomicU64>) {
-    let nanos = Arc::new(AtomicU64::new(0));
-    let sink = nanos.clone();
-    let mut options = ClientOptions::parse(uri).await.expect("test URI");
-    options.command_event_handler = Some(EventHandler::callback(move |event: CommandEvent| {
-        let took = match event {
-            CommandEvent::Succeeded(done) => done.duration,
-            CommandEvent::Failed(failed) => failed.duration,
-            _ => return,
-        };
-        sink.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
-    }));
-    (Client::with_options(options).expect("client"), nanos)
+/// A client as the functions make one (no command monitoring: its events copy every reply).
+pub async fn client(uri: &str) -> Client {
+    let options = ClientOptions::parse(uri).await.expect("test URI");
+    Client::with_options(options).expect("client")
 }
 
 /// p50 and p99 of a sample.

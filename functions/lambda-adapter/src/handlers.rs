@@ -1,7 +1,5 @@
 //! The HTTP handlers: request → identity → domain call → response. No cache logic lives here.
 
-use std::time::Instant;
-
 use domain::mongodb::bson::DateTime;
 use domain::{CacheError, LogEntryInput, PassUpdate, PushOutcome, Selection, UserId};
 use lambda_http::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -121,11 +119,12 @@ async fn push_log(state: &AppState, user: UserId, request: &Request) -> Result<R
 }
 
 impl AppState {
-    /// Runs a cache call, records its latency, and maps its error for HTTP.
+    /// Runs a cache call, records the database's share of it, and maps its error for HTTP.
     async fn timed<T>(&self, call: impl std::future::Future<Output = Result<T, CacheError>>) -> Result<T, ApiError> {
-        let started = Instant::now();
+        let before = self.cache.driver_time();
         let result = call.await;
-        self.metrics.emit(&[(Metric::DbLatency, started.elapsed().as_secs_f64() * 1000.0)]);
+        let database = self.cache.driver_time().saturating_sub(before);
+        self.metrics.emit(&[(Metric::DbLatency, database.as_secs_f64() * 1000.0)]);
         result.map_err(|e| {
             if !matches!(e, CacheError::Validation(_) | CacheError::StaleWrite { .. }) {
                 tracing::error!(error = %e, source = ?std::error::Error::source(&e).map(ToString::to_string), "cache operation failed");
