@@ -178,8 +178,8 @@ pub fn validate_passes(
             let payload = payload_to_bson(&pass.payload, &at("payload"), limits)?;
 
             // The canonical form is the payload's size as stored, give or take BSON framing.
-            let (hash, canonical_len) =
-                hashing::hash(&payload, HashForm::Jcs).map_err(|e| ValidationError::Invalid { field: at("payload"), reason: e.to_string() })?;
+            let (hash, canonical_len) = hashing::hash(&payload, HashForm::Jcs)
+                .map_err(|e| ValidationError::Invalid { field: at("payload"), reason: e.to_string() })?;
             if canonical_len > limits.max_payload_bytes {
                 return Err(ValidationError::PayloadTooLarge { field: at("payload"), max: limits.max_payload_bytes });
             }
@@ -501,7 +501,8 @@ mod tests {
 
     #[test]
     fn a_repeated_member_name_is_refused() {
-        let input: PassInput = serde_json::from_str(r#"{"pass_uuid": "u", "status": "S", "payload": {"a": 1, "n": {"b": 1, "b": 2}}}"#).unwrap();
+        let input: PassInput =
+            serde_json::from_str(r#"{"pass_uuid": "u", "status": "S", "payload": {"a": 1, "n": {"b": 1, "b": 2}}}"#).unwrap();
         let err = validate_passes(PassKind::Passes, &[input], Millis(1), &limits()).unwrap_err();
         assert!(matches!(&err, ValidationError::Invalid { reason, .. } if reason.contains("appears twice")), "{err:?}");
     }

@@ -119,7 +119,13 @@ fn write_object<'d>(doc: &'d RawDocument, order: MemberOrder, out: &mut Vec<u8>,
     Ok(())
 }
 
-fn write_member<'d>(key: &str, value: RawBsonRef<'d>, order: MemberOrder, out: &mut Vec<u8>, members: &mut Members<'d>) -> Result<(), NotJson> {
+fn write_member<'d>(
+    key: &str,
+    value: RawBsonRef<'d>,
+    order: MemberOrder,
+    out: &mut Vec<u8>,
+    members: &mut Members<'d>,
+) -> Result<(), NotJson> {
     write_str(key, out);
     out.push(b':');
     write_any(value, order, out, members)

@@ -15,8 +15,8 @@ pub use cache::{ErrorCount, ErrorSummary, PushOutcome, ReplaceOutcome, SweepRepo
 pub use config::{AccessConfig, CacheConfig, ConfigError, Limits, Settings, UriSource};
 pub use error::{CacheError, ValidationError};
 pub use hashing::Integrity;
-pub use read::{CachedTickets, CheckedPass};
 pub use input::{LogEntryInput, PassInput, PassUpdate};
+pub use read::{CachedTickets, CheckedPass};
 pub use schema::{JsNumber, Millis, PassKind, Selection, UserId};
 
 /// Re-exported so callers use the same driver and BSON versions as the cache.

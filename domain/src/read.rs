@@ -133,7 +133,11 @@ struct WrittenPass<'d> {
 /// Pass fields the response names; everything else stored in a pass follows them, as stored.
 const PASS_FIELDS: [&str; 6] = ["pass_uuid", "timestamp", "status", "free_ticket_status", "payload", "payload_hash"];
 
-fn write_pass<'d>(pass: &'d RawDocument, out: &mut Vec<u8>, extras: &mut Vec<(&'d str, RawBsonRef<'d>)>) -> Result<WrittenPass<'d>, NotJson> {
+fn write_pass<'d>(
+    pass: &'d RawDocument,
+    out: &mut Vec<u8>,
+    extras: &mut Vec<(&'d str, RawBsonRef<'d>)>,
+) -> Result<WrittenPass<'d>, NotJson> {
     let mut known: [Option<RawBsonRef<'d>>; 6] = [None; 6];
     let mut alg = None;
     extras.clear();
