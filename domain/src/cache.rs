@@ -20,6 +20,7 @@ use crate::error::{is_duplicate_key, is_retryable, CacheError, ValidationError};
 use crate::input::{validate_log_entry, validate_passes, LogEntryInput, PassUpdate};
 use crate::read::{self, CachedTickets, Freshness};
 use crate::schema::{field, LogTimes, Millis, PassKind, Selection, UserId};
+use crate::verified::VerifiedPayloads;
 
 /// The ticket cache over one MongoDB collection. Cheap to clone; share one per execution environment.
 #[derive(Clone, Debug)]
@@ -31,6 +32,8 @@ pub struct TicketCache {
     config: CacheConfig,
     /// Nanoseconds spent awaiting the driver, over all clones: the database's share of a request.
     driver_nanos: Arc<AtomicU64>,
+    /// Payloads verified by earlier reads in this environment.
+    verified: Arc<VerifiedPayloads>,
 }
 
 /// What a successful replace stored.
@@ -80,7 +83,16 @@ impl TicketCache {
     pub fn new(client: &Client, config: CacheConfig) -> TicketCache {
         let db = client.database(&config.database);
         let docs = db.collection::<Document>(&config.collection);
-        TicketCache { db, raw: docs.clone_with_type(), log_times: docs.clone_with_type(), docs, config, driver_nanos: Arc::default() }
+        let verified = Arc::new(VerifiedPayloads::new(config.verified_payload_bytes));
+        TicketCache {
+            db,
+            raw: docs.clone_with_type(),
+            log_times: docs.clone_with_type(),
+            docs,
+            config,
+            driver_nanos: Arc::default(),
+            verified,
+        }
     }
 
     pub fn config(&self) -> &CacheConfig {
@@ -108,7 +120,7 @@ impl TicketCache {
         let found = self.timed(self.raw.find_one(doc! { field::USER_ID: user }).projection(projection)).await?;
         let Some(document) = found else { return Ok(None) };
         let freshness = Freshness { now, ttl: self.config.fresh_ttl };
-        read::render(user, selection, &document, freshness).map(Some).map_err(CacheError::Unreadable)
+        read::render(user, selection, &document, freshness, &self.verified).map(Some).map_err(CacheError::Unreadable)
     }
 
     /// Replaces one or both pass arrays in one atomic upsert.

@@ -111,6 +111,9 @@ pub struct CacheConfig {
     pub sweep_max_documents: u32,
     /// Upper bound for one database operation, so a slow server ends in an error, not a hung invocation.
     pub operation_timeout: Duration,
+    /// Bytes of verified payloads (stored bytes + printed text) a read may reuse, per generation (two
+    /// are kept); 0 verifies every payload on every read. See `verified.rs`.
+    pub verified_payload_bytes: usize,
     pub limits: Limits,
 }
 
@@ -125,6 +128,7 @@ impl Default for CacheConfig {
             log_retention: Duration::from_secs(7 * 24 * 3600),
             sweep_max_documents: 1000,
             operation_timeout: Duration::from_millis(3000),
+            verified_payload_bytes: 4 << 20,
             limits: Limits::default(),
         }
     }
@@ -188,6 +192,7 @@ impl Settings {
                 .map_or(Ok(defaults.sweep_max_documents), |v| parse_bounded(env::SWEEP_MAX_DOCUMENTS, &v, 100_000))?,
             operation_timeout: get(env::MONGODB_TIMEOUT_MS)
                 .map_or(Ok(defaults.operation_timeout), |v| parse_positive(env::MONGODB_TIMEOUT_MS, &v).map(Duration::from_millis))?,
+            verified_payload_bytes: defaults.verified_payload_bytes,
             limits: Limits::default(),
         };
         let access_defaults = AccessConfig::default();

@@ -10,6 +10,7 @@ pub mod input;
 pub mod json;
 pub mod read;
 pub mod schema;
+pub mod verified;
 
 pub use cache::{ErrorCount, ErrorSummary, PushOutcome, ReplaceOutcome, SweepReport, TicketCache};
 pub use config::{AccessConfig, CacheConfig, ConfigError, Limits, Settings, UriSource};

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::hashing::{self, Integrity};
 use crate::json::{self, MemberOrder, NotJson};
 use crate::schema::{field, JsNumber, Millis, PassKind, Selection, UserId};
+use crate::verified::VerifiedPayloads;
 
 /// A cached document as a read returns it.
 #[derive(Debug, Clone)]
@@ -56,7 +57,13 @@ pub struct Freshness {
 }
 
 /// Renders one user's document (as projected by the read: `timestamp` and the selected arrays).
-pub fn render(user: UserId, selection: Selection, document: &RawDocument, freshness: Freshness) -> Result<CachedTickets, NotJson> {
+pub fn render(
+    user: UserId,
+    selection: Selection,
+    document: &RawDocument,
+    freshness: Freshness,
+    verified: &VerifiedPayloads,
+) -> Result<CachedTickets, NotJson> {
     let mut timestamp = None;
     let mut stored_arrays: [Option<&RawArray>; 2] = [None, None];
     for element in document {
@@ -99,7 +106,7 @@ pub fn render(user: UserId, selection: Selection, document: &RawDocument, freshn
                 out.push(b',');
             }
             let pass = match pass.map_err(corrupt)? {
-                RawBsonRef::Document(pass) => write_pass(pass, &mut out, &mut extras)?,
+                RawBsonRef::Document(pass) => write_pass(pass, &mut out, &mut extras, verified)?,
                 // Not a pass at all: shown as stored, and nothing vouches for it.
                 other => {
                     write_stored(Some(other), &mut out)?;
@@ -137,6 +144,7 @@ fn write_pass<'d>(
     pass: &'d RawDocument,
     out: &mut Vec<u8>,
     extras: &mut Vec<(&'d str, RawBsonRef<'d>)>,
+    verified: &VerifiedPayloads,
 ) -> Result<WrittenPass<'d>, NotJson> {
     let mut known: [Option<RawBsonRef<'d>>; 6] = [None; 6];
     let mut alg = None;
@@ -180,7 +188,20 @@ fn write_pass<'d>(
     }
     out.extend_from_slice(b",\"payload\":");
     let integrity = match payload {
-        Some(RawBsonRef::Document(payload)) => hashing::verify_into(payload, stored_hash, alg, out)?,
+        Some(RawBsonRef::Document(payload)) => {
+            let raw = payload.as_bytes();
+            match stored_hash.and_then(|hash| verified.copy_if_known(hash, alg, raw, out)) {
+                Some(integrity) => integrity,
+                None => {
+                    let start = out.len();
+                    let integrity = hashing::verify_into(payload, stored_hash, alg, out)?;
+                    if let Some(hash) = stored_hash {
+                        verified.remember(hash, alg, raw, &out[start..], integrity);
+                    }
+                    integrity
+                }
+            }
+        }
         other => {
             write_stored(other, out)?;
             if stored_hash.is_some() && other.is_some() {

@@ -9,13 +9,13 @@ use integration_tests::bench_support::{client, log_entry, seed_user, twenty_pass
 use integration_tests::{unique_database, Auth, HttpEvent, StandIn};
 use lambda_adapter::{AppState, Metrics, Operation};
 
-/// A benchmark's name, the function it exercises, and how to make its request.
-type Case = (&'static str, Operation, fn() -> HttpEvent);
+/// A benchmark's name, the state it runs on, the function it exercises, and how to make its request.
+type Case<'a> = (&'static str, &'a AppState, Operation, fn() -> HttpEvent);
 
 fn handlers(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let standin = StandIn::spawn(0).expect("stand-in");
-    let state = runtime.block_on(async {
+    let (state, unremembered) = runtime.block_on(async {
         let client = client(&standin.uri).await;
         let config = CacheConfig { database: unique_database("criterion"), ..CacheConfig::default() };
         let cache = TicketCache::new(&client, config.clone());
@@ -23,30 +23,39 @@ fn handlers(c: &mut Criterion) {
         seed_user(&cache, 42).await;
         let settings = Settings {
             uri: domain::UriSource::Direct(standin.uri.clone()),
-            cache: config,
+            cache: config.clone(),
             access: AccessConfig::default(),
             metrics_namespace: "Bench".into(),
         };
-        AppState::new(&client, settings, Metrics::memory("Bench", "bench"))
+        // No remembered verdicts: every read prints and hashes every payload.
+        let unremembered = Settings { cache: CacheConfig { verified_payload_bytes: 0, ..config }, ..settings.clone() };
+        (
+            AppState::new(&client, settings, Metrics::memory("Bench", "bench")),
+            AppState::new(&client, unremembered, Metrics::memory("Bench", "bench")),
+        )
     });
 
     let mut group = c.benchmark_group("handler_only");
-    let cases: [Case; 3] = [
-        ("get_tickets_20x2_passes", Operation::GetTickets, || HttpEvent::new("GET", "/v1/users/42/tickets").auth(Auth::user(42))),
-        ("update_tickets_20x2_passes", Operation::UpdateTickets, || {
+    let get = || HttpEvent::new("GET", "/v1/users/42/tickets").auth(Auth::user(42));
+    let cases: [Case; 4] = [
+        ("get_tickets_20x2_passes", &state, Operation::GetTickets, get),
+        ("get_tickets_20x2_passes_every_payload_verified", &unremembered, Operation::GetTickets, get),
+        ("update_tickets_20x2_passes", &state, Operation::UpdateTickets, || {
             HttpEvent::new("PUT", "/v1/users/42/tickets").auth(Auth::Iam).json(&twenty_passes(None))
         }),
-        ("push_log", Operation::PushLog, || HttpEvent::new("POST", "/v1/users/42/logs").auth(Auth::Iam).json(&log_entry("passes", 1))),
+        ("push_log", &state, Operation::PushLog, || {
+            HttpEvent::new("POST", "/v1/users/42/logs").auth(Auth::Iam).json(&log_entry("passes", 1))
+        }),
     ];
-    for (name, op, event) in &cases {
-        group.bench_function(*name, |b| {
+    for (name, state, op, event) in cases {
+        group.bench_function(name, |b| {
             b.iter_custom(|iterations| {
                 let mut spent = Duration::ZERO;
                 for _ in 0..iterations {
                     let request = event().request();
                     let before = state.cache.driver_time();
                     let started = Instant::now();
-                    let response = runtime.block_on(lambda_adapter::handlers::serve(&state, *op, request));
+                    let response = runtime.block_on(lambda_adapter::handlers::serve(state, op, request));
                     let total = started.elapsed();
                     let db = state.cache.driver_time() - before;
                     assert!(response.map(|r| r.status().is_success()).unwrap_or(false));

@@ -110,6 +110,29 @@ async fn tampered_payload_reads_as_mismatch() {
     assert_eq!(got.mismatches(), 1);
 }
 
+/// Reads reuse earlier verdicts only for the exact stored bytes: a payload changed after it was read (and
+/// its verdict remembered) reads as a mismatch, and changing it back reads as verified again.
+#[tokio::test]
+async fn remembered_verdicts_never_hide_a_change() {
+    let db = TestDb::new("remember").await;
+    db.cache.replace_passes(user(9), &update(json!({ "passes": [pass("a", 1), pass("b", 1)] })), at(NOW)).await.unwrap();
+    let first = db.cache.get(user(9), Selection::All, at(NOW)).await.unwrap().unwrap();
+    assert_eq!(first.mismatches(), 0);
+    let verdicts = |got: &domain::CachedTickets| got.arrays[0].1.iter().map(|p| p.integrity).collect::<Vec<_>>();
+
+    let set_rides =
+        |rides: i64| db.cache.collection().update_one(doc! { "user_id": 9_i64 }, doc! { "$set": { "passes.0.payload.rides": rides } });
+    set_rides(99).await.unwrap();
+    let tampered = db.cache.get(user(9), Selection::All, at(NOW)).await.unwrap().unwrap();
+    assert_eq!(verdicts(&tampered), [Integrity::Mismatch, Integrity::Verified]);
+    assert_ne!(tampered.json, first.json);
+
+    set_rides(1).await.unwrap();
+    let restored = db.cache.get(user(9), Selection::All, at(NOW)).await.unwrap().unwrap();
+    assert_eq!(verdicts(&restored), [Integrity::Verified, Integrity::Verified]);
+    assert_eq!(restored.json, first.json, "the remembered text is the text a fresh read prints");
+}
+
 #[tokio::test]
 async fn unknown_fields_survive_an_update() {
     let db = TestDb::new("unknown").await;

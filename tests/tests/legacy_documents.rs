@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use domain::mongodb::bson::{DateTime, Document, RawDocumentBuf};
 use domain::read::{render, CachedTickets, Freshness};
+use domain::verified::VerifiedPayloads;
 use domain::{Integrity, Selection, UserId};
 use integration_tests::fixture;
 use serde_json::value::RawValue;
@@ -14,7 +15,8 @@ use sha2::{Digest, Sha256};
 fn read(doc: &Document) -> (CachedTickets, Value) {
     let raw = RawDocumentBuf::from_document(doc).unwrap();
     let freshness = Freshness { now: DateTime::now(), ttl: Duration::from_secs(3600) };
-    let tickets = render(UserId::new(1).unwrap(), Selection::All, &raw, freshness).unwrap_or_else(|e| panic!("{e}: {doc}"));
+    let tickets = render(UserId::new(1).unwrap(), Selection::All, &raw, freshness, &VerifiedPayloads::new(0))
+        .unwrap_or_else(|e| panic!("{e}: {doc}"));
     let body: Value = serde_json::from_str(&tickets.json).unwrap_or_else(|e| panic!("{e}: {}", tickets.json));
     (tickets, body)
 }
