@@ -20,7 +20,7 @@ use crate::error::{is_duplicate_key, is_retryable, CacheError, ValidationError};
 use crate::input::{validate_log_entry, validate_passes, LogEntryInput, PassUpdate};
 use crate::read::{self, CachedTickets, Freshness};
 use crate::schema::{field, LogTimes, Millis, PassKind, Selection, UserId};
-use crate::verified::VerifiedPayloads;
+use crate::verified::{ConvertedPayloads, VerifiedPayloads};
 
 /// The ticket cache over one MongoDB collection. Cheap to clone; share one per execution environment.
 #[derive(Clone, Debug)]
@@ -32,8 +32,9 @@ pub struct TicketCache {
     config: CacheConfig,
     /// Nanoseconds spent awaiting the driver, over all clones: the database's share of a request.
     driver_nanos: Arc<AtomicU64>,
-    /// Payloads verified by earlier reads in this environment.
+    /// Payloads verified by earlier reads, and converted by earlier writes, in this environment.
     verified: Arc<VerifiedPayloads>,
+    converted: Arc<ConvertedPayloads>,
 }
 
 /// What a successful replace stored.
@@ -83,7 +84,8 @@ impl TicketCache {
     pub fn new(client: &Client, config: CacheConfig) -> TicketCache {
         let db = client.database(&config.database);
         let docs = db.collection::<Document>(&config.collection);
-        let verified = Arc::new(VerifiedPayloads::new(config.verified_payload_bytes));
+        let verified = Arc::new(VerifiedPayloads::new(config.remembered_payload_bytes));
+        let converted = Arc::new(ConvertedPayloads::new(config.remembered_payload_bytes));
         TicketCache {
             db,
             raw: docs.clone_with_type(),
@@ -92,6 +94,7 @@ impl TicketCache {
             config,
             driver_nanos: Arc::default(),
             verified,
+            converted,
         }
     }
 
@@ -149,7 +152,7 @@ impl TicketCache {
         let mut outcome = ReplaceOutcome { timestamp, passes: None, passes4: None };
         for kind in PassKind::ALL {
             let Some(passes) = update.passes(kind) else { continue };
-            let valid_passes = validate_passes(kind, passes, timestamp, limits)?;
+            let valid_passes = validate_passes(kind, passes, timestamp, limits, &self.converted)?;
             let count = Some(valid_passes.len());
             let mut valid = RawArrayBuf::new();
             for pass in valid_passes {

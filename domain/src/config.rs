@@ -111,9 +111,10 @@ pub struct CacheConfig {
     pub sweep_max_documents: u32,
     /// Upper bound for one database operation, so a slow server ends in an error, not a hung invocation.
     pub operation_timeout: Duration,
-    /// Bytes of verified payloads (stored bytes + printed text) a read may reuse, per generation (two
-    /// are kept); 0 verifies every payload on every read. See `verified.rs`.
-    pub verified_payload_bytes: usize,
+    /// Bytes of payload work kept for reuse by identical content, per generation (two are kept), for
+    /// reads (verified payloads) and for writes (converted payloads) each; 0 redoes all of it every time.
+    /// See `verified.rs`.
+    pub remembered_payload_bytes: usize,
     pub limits: Limits,
 }
 
@@ -128,7 +129,7 @@ impl Default for CacheConfig {
             log_retention: Duration::from_secs(7 * 24 * 3600),
             sweep_max_documents: 1000,
             operation_timeout: Duration::from_millis(3000),
-            verified_payload_bytes: 4 << 20,
+            remembered_payload_bytes: 4 << 20,
             limits: Limits::default(),
         }
     }
@@ -192,7 +193,7 @@ impl Settings {
                 .map_or(Ok(defaults.sweep_max_documents), |v| parse_bounded(env::SWEEP_MAX_DOCUMENTS, &v, 100_000))?,
             operation_timeout: get(env::MONGODB_TIMEOUT_MS)
                 .map_or(Ok(defaults.operation_timeout), |v| parse_positive(env::MONGODB_TIMEOUT_MS, &v).map(Duration::from_millis))?,
-            verified_payload_bytes: defaults.verified_payload_bytes,
+            remembered_payload_bytes: defaults.remembered_payload_bytes,
             limits: Limits::default(),
         };
         let access_defaults = AccessConfig::default();

@@ -18,6 +18,7 @@ use crate::config::Limits;
 use crate::error::ValidationError;
 use crate::hashing::{self, HashForm, JCS_ALG};
 use crate::schema::{JsNumber, Millis, PassKind, UserId};
+use crate::verified::{ConvertedPayload, ConvertedPayloads};
 
 /// A client timestamp: integral milliseconds since the epoch, positive, within JavaScript's safe range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +160,7 @@ pub fn validate_passes(
     passes: &[PassInput],
     default_timestamp: Millis,
     limits: &Limits,
+    converted: &ConvertedPayloads,
 ) -> Result<Vec<ValidPass>, ValidationError> {
     if passes.len() > limits.max_passes {
         return Err(ValidationError::TooManyPasses { kind: kind.field(), max: limits.max_passes });
@@ -175,17 +177,23 @@ pub fn validate_passes(
             check_text(&at("pass_uuid"), &pass.pass_uuid, limits.max_pass_uuid_chars)?;
             check_text(&at("status"), &pass.status, limits.max_status_chars)?;
             check_object_keys(&at(""), &pass.extra)?;
-            let payload = payload_to_bson(&pass.payload, &at("payload"), limits)?;
-
+            let payload = match converted.get(pass.payload.get()) {
+                Some(done) => done,
+                None => {
+                    let bson = payload_to_bson(&pass.payload, &at("payload"), limits)?;
+                    let (jcs_hash, canonical_len) = hashing::hash(&bson, HashForm::Jcs)
+                        .map_err(|e| ValidationError::Invalid { field: at("payload"), reason: e.to_string() })?;
+                    converted.remember(pass.payload.get(), ConvertedPayload { bson, jcs_hash, canonical_len })
+                }
+            };
             // The canonical form is the payload's size as stored, give or take BSON framing.
-            let (hash, canonical_len) = hashing::hash(&payload, HashForm::Jcs)
-                .map_err(|e| ValidationError::Invalid { field: at("payload"), reason: e.to_string() })?;
-            if canonical_len > limits.max_payload_bytes {
+            if payload.canonical_len > limits.max_payload_bytes {
                 return Err(ValidationError::PayloadTooLarge { field: at("payload"), max: limits.max_payload_bytes });
             }
+            let hash = payload.jcs_hash.as_str();
             if let Some(sent) = pass.payload_hash.as_deref() {
-                let legacy = || hashing::hash(&payload, HashForm::Legacy).map(|(hash, _)| hash).unwrap_or_default();
-                if !sent.eq_ignore_ascii_case(&hash) && !sent.eq_ignore_ascii_case(&legacy()) {
+                let legacy = || hashing::hash(&payload.bson, HashForm::Legacy).map(|(hash, _)| hash).unwrap_or_default();
+                if !sent.eq_ignore_ascii_case(hash) && !sent.eq_ignore_ascii_case(&legacy()) {
                     return Err(ValidationError::HashMismatch { pass_uuid: pass.pass_uuid.clone() });
                 }
             }
@@ -200,7 +208,7 @@ pub fn validate_passes(
                 Some(JsNumber::Float(v)) => stored.append("free_ticket_status", v),
                 None => stored.append("free_ticket_status", RawBson::Null),
             }
-            stored.append("payload", payload);
+            stored.append_ref("payload", &*payload.bson);
             stored.append("payload_hash", hash);
             stored.append("payload_hash_alg", JCS_ALG);
             for (key, value) in &pass.extra {
@@ -461,6 +469,11 @@ mod tests {
         json!({"pass_uuid": uuid, "status": "ACTIVE", "payload": {"a": 1}})
     }
 
+    /// Validation as the cache runs it, with conversions remembered in a fresh memo.
+    fn validate(kind: PassKind, passes: &[PassInput], default: Millis, limits: &Limits) -> Result<Vec<ValidPass>, ValidationError> {
+        validate_passes(kind, passes, default, limits, &ConvertedPayloads::new(1 << 20))
+    }
+
     fn limits() -> Limits {
         Limits::default()
     }
@@ -470,7 +483,7 @@ mod tests {
         let input = pass(
             json!({"pass_uuid": "u1", "status": "ACTIVE", "payload": {"b": 2, "a": 1}, "vendor_ref": "X-1", "integrity": "verified", "_id": "x"}),
         );
-        let [ValidPass(stored)] = validate_passes(PassKind::Passes, &[input], Millis(5), &limits()).unwrap().try_into().unwrap();
+        let [ValidPass(stored)] = validate(PassKind::Passes, &[input], Millis(5), &limits()).unwrap().try_into().unwrap();
         let stored = stored.to_document().unwrap();
         assert_eq!(stored.get_str("payload_hash_alg").unwrap(), JCS_ALG);
         assert_eq!(stored.get_str("payload_hash").unwrap(), jcs_hash(&json!({"a": 1, "b": 2})));
@@ -493,17 +506,34 @@ mod tests {
         assert_ne!(jcs, legacy);
         for good in [jcs.clone(), legacy, jcs.to_uppercase()] {
             let input = pass(json!({"pass_uuid": "u", "status": "S", "payload": payload, "payload_hash": good}));
-            assert!(validate_passes(PassKind::Passes, &[input], Millis(1), &limits()).is_ok());
+            assert!(validate(PassKind::Passes, &[input], Millis(1), &limits()).is_ok());
         }
         let input = pass(json!({"pass_uuid": "u", "status": "S", "payload": payload, "payload_hash": "00"}));
-        assert!(matches!(validate_passes(PassKind::Passes, &[input], Millis(1), &limits()), Err(ValidationError::HashMismatch { .. })));
+        assert!(matches!(validate(PassKind::Passes, &[input], Millis(1), &limits()), Err(ValidationError::HashMismatch { .. })));
+    }
+
+    #[test]
+    fn a_remembered_conversion_stores_exactly_what_a_fresh_one_does() {
+        let memo = ConvertedPayloads::new(1 << 20);
+        let input = [pass(json!({"pass_uuid": "u", "status": "S", "payload": {"b": [1, {"c": null}], "a": 2.5}}))];
+        let first = validate_passes(PassKind::Passes, &input, Millis(1), &limits(), &memo).unwrap();
+        assert_eq!(memo.len(), 1);
+        let again = validate_passes(PassKind::Passes, &input, Millis(1), &limits(), &memo).unwrap();
+        assert_eq!(first, again);
+        assert_eq!(first, validate_passes(PassKind::Passes, &input, Millis(1), &limits(), &ConvertedPayloads::new(0)).unwrap());
+        // The limits still apply to a remembered conversion.
+        let tight = Limits { max_payload_bytes: 4, ..limits() };
+        assert!(matches!(
+            validate_passes(PassKind::Passes, &input, Millis(1), &tight, &memo),
+            Err(ValidationError::PayloadTooLarge { .. })
+        ));
     }
 
     #[test]
     fn a_repeated_member_name_is_refused() {
         let input: PassInput =
             serde_json::from_str(r#"{"pass_uuid": "u", "status": "S", "payload": {"a": 1, "n": {"b": 1, "b": 2}}}"#).unwrap();
-        let err = validate_passes(PassKind::Passes, &[input], Millis(1), &limits()).unwrap_err();
+        let err = validate(PassKind::Passes, &[input], Millis(1), &limits()).unwrap_err();
         assert!(matches!(&err, ValidationError::Invalid { reason, .. } if reason.contains("appears twice")), "{err:?}");
     }
 
@@ -512,15 +542,12 @@ mod tests {
         for key in ["$where", "a.b", "nul\u{0}", ""] {
             let mut body = ok_pass("u");
             body["payload"] = json!({ "outer": { key: 1 } });
-            let err = validate_passes(PassKind::Passes, &[pass(body)], Millis(1), &limits()).unwrap_err();
+            let err = validate(PassKind::Passes, &[pass(body)], Millis(1), &limits()).unwrap_err();
             assert!(matches!(err, ValidationError::ForbiddenKey { .. }), "{key:?}: {err:?}");
         }
         let mut body = ok_pass("u");
         body["$set"] = json!(1);
-        assert!(matches!(
-            validate_passes(PassKind::Passes, &[pass(body)], Millis(1), &limits()),
-            Err(ValidationError::ForbiddenKey { .. })
-        ));
+        assert!(matches!(validate(PassKind::Passes, &[pass(body)], Millis(1), &limits()), Err(ValidationError::ForbiddenKey { .. })));
     }
 
     #[test]
@@ -532,29 +559,29 @@ mod tests {
         }
         let mut body = ok_pass("u");
         body["payload"] = deep;
-        assert!(matches!(validate_passes(PassKind::Passes, &[pass(body)], Millis(1), &l), Err(ValidationError::Invalid { .. })));
+        assert!(matches!(validate(PassKind::Passes, &[pass(body)], Millis(1), &l), Err(ValidationError::Invalid { .. })));
 
         let mut body = ok_pass("u");
         body["payload"] = json!({ "blob": "x".repeat(l.max_payload_bytes) });
-        assert!(matches!(validate_passes(PassKind::Passes, &[pass(body)], Millis(1), &l), Err(ValidationError::PayloadTooLarge { .. })));
+        assert!(matches!(validate(PassKind::Passes, &[pass(body)], Millis(1), &l), Err(ValidationError::PayloadTooLarge { .. })));
 
         let many: Vec<_> = (0..=l.max_passes).map(|i| pass(ok_pass(&format!("u{i}")))).collect();
-        assert!(matches!(validate_passes(PassKind::Passes4, &many, Millis(1), &l), Err(ValidationError::TooManyPasses { .. })));
+        assert!(matches!(validate(PassKind::Passes4, &many, Millis(1), &l), Err(ValidationError::TooManyPasses { .. })));
 
         let dupes = [pass(ok_pass("same")), pass(ok_pass("same"))];
-        assert!(matches!(validate_passes(PassKind::Passes, &dupes, Millis(1), &l), Err(ValidationError::DuplicatePass { .. })));
+        assert!(matches!(validate(PassKind::Passes, &dupes, Millis(1), &l), Err(ValidationError::DuplicatePass { .. })));
 
         for (field, value) in
             [("pass_uuid", json!("")), ("pass_uuid", json!("x".repeat(l.max_pass_uuid_chars + 1))), ("status", json!("a\nb"))]
         {
             let mut body = ok_pass("u");
             body[field] = value;
-            assert!(validate_passes(PassKind::Passes, &[pass(body)], Millis(1), &l).is_err(), "{field}");
+            assert!(validate(PassKind::Passes, &[pass(body)], Millis(1), &l).is_err(), "{field}");
         }
 
         let mut body = ok_pass("u");
         body["payload"] = json!({ "n": 9_007_199_254_740_993_u64 });
-        assert!(validate_passes(PassKind::Passes, &[pass(body)], Millis(1), &l).is_err());
+        assert!(validate(PassKind::Passes, &[pass(body)], Millis(1), &l).is_err());
     }
 
     #[test]

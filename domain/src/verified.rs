@@ -1,5 +1,6 @@
-//! Payloads already verified in this execution environment, so a repeat read of unchanged passes copies
-//! their printed text instead of printing and hashing them again.
+//! Work already done in this execution environment for identical content: payloads verified by earlier
+//! reads (a repeat read of unchanged passes copies their printed text instead of printing and hashing
+//! them again) and payloads converted by earlier writes (clients resend unchanged passes).
 //!
 //! A verdict is a pure function of the stored bytes, the declared algorithm and the stored hash, so an
 //! entry is only used when all three are exactly what the read holds (the payload compared byte for byte):
@@ -10,59 +11,100 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use mongodb::bson::RawDocumentBuf;
+
 use crate::hashing::Integrity;
+
+/// Values kept per key within a byte budget: when the current generation fills up it becomes the
+/// previous one (dropping the one before), and a value read from the previous generation moves back.
+#[derive(Debug)]
+struct Generational<V> {
+    generations: Mutex<Generations<V>>,
+    /// Bytes per generation; zero keeps nothing.
+    budget: usize,
+}
+
+#[derive(Debug)]
+struct Generations<V> {
+    current: HashMap<Box<str>, (Arc<V>, usize)>,
+    previous: HashMap<Box<str>, (Arc<V>, usize)>,
+    current_bytes: usize,
+}
+
+impl<V> Generational<V> {
+    fn new(budget: usize) -> Self {
+        let generations = Generations { current: HashMap::new(), previous: HashMap::new(), current_bytes: 0 };
+        Generational { generations: Mutex::new(generations), budget }
+    }
+
+    fn get(&self, key: &str) -> Option<Arc<V>> {
+        if self.budget == 0 {
+            return None;
+        }
+        let mut generations = self.generations.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((value, _)) = generations.current.get(key) {
+            return Some(value.clone());
+        }
+        let (value, size) = generations.previous.remove(key)?;
+        generations.insert(key, value.clone(), size, self.budget);
+        Some(value)
+    }
+
+    /// Keeps `value` under `key`; `size` is what it holds in bytes, beyond the key.
+    fn insert(&self, key: &str, value: V, size: usize) -> Arc<V> {
+        let value = Arc::new(value);
+        if self.budget > 0 {
+            let size = size + key.len() + 64;
+            let mut generations = self.generations.lock().unwrap_or_else(PoisonError::into_inner);
+            generations.insert(key, value.clone(), size, self.budget);
+        }
+        value
+    }
+
+    fn len(&self) -> usize {
+        let generations = self.generations.lock().unwrap_or_else(PoisonError::into_inner);
+        generations.current.len() + generations.previous.len()
+    }
+}
+
+impl<V> Generations<V> {
+    fn insert(&mut self, key: &str, value: Arc<V>, size: usize, budget: usize) {
+        if size > budget {
+            return;
+        }
+        if self.current_bytes + size > budget {
+            self.previous = std::mem::take(&mut self.current);
+            self.current_bytes = 0;
+        }
+        if let Some((_, replaced)) = self.current.insert(key.into(), (value, size)) {
+            self.current_bytes -= replaced;
+        }
+        self.current_bytes += size;
+    }
+}
 
 /// One verified payload: what it was checked against, and the outcome.
 #[derive(Debug)]
-struct Entry {
+struct Verified {
     alg: Option<Box<str>>,
     raw: Box<[u8]>,
     text: Box<[u8]>,
     integrity: Integrity,
 }
 
-impl Entry {
-    fn size(&self, hash: &str) -> usize {
-        hash.len() + self.raw.len() + self.text.len() + self.alg.as_ref().map_or(0, |a| a.len()) + 64
-    }
-}
-
-#[derive(Debug, Default)]
-struct Generations {
-    current: HashMap<Box<str>, Arc<Entry>>,
-    previous: HashMap<Box<str>, Arc<Entry>>,
-    current_bytes: usize,
-}
-
 /// The verdicts of payloads verified so far, keyed by stored hash and checked against the exact bytes.
 #[derive(Debug)]
-pub struct VerifiedPayloads {
-    generations: Mutex<Generations>,
-    /// Bytes per generation; zero turns the cache off.
-    budget: usize,
-}
+pub struct VerifiedPayloads(Generational<Verified>);
 
 impl VerifiedPayloads {
     pub fn new(budget_bytes: usize) -> VerifiedPayloads {
-        VerifiedPayloads { generations: Mutex::default(), budget: budget_bytes }
+        VerifiedPayloads(Generational::new(budget_bytes))
     }
 
     /// Appends the printed text of a payload verified before and returns its verdict, if this exact
     /// payload (bytes, algorithm, stored hash) was verified before.
     pub fn copy_if_known(&self, hash: &str, alg: Option<&str>, raw: &[u8], out: &mut Vec<u8>) -> Option<Integrity> {
-        if self.budget == 0 {
-            return None;
-        }
-        let mut generations = self.generations.lock().unwrap_or_else(PoisonError::into_inner);
-        let entry = match generations.current.get(hash) {
-            Some(entry) => entry.clone(),
-            None => {
-                let entry = generations.previous.get(hash)?.clone();
-                generations.insert(hash, entry.clone(), self.budget);
-                entry
-            }
-        };
-        drop(generations);
+        let entry = self.0.get(hash)?;
         if entry.alg.as_deref() != alg || *entry.raw != *raw {
             return None;
         }
@@ -72,18 +114,15 @@ impl VerifiedPayloads {
 
     /// Remembers a payload's verdict and printed text.
     pub fn remember(&self, hash: &str, alg: Option<&str>, raw: &[u8], text: &[u8], integrity: Integrity) {
-        if self.budget == 0 {
-            return;
+        let size = raw.len() + text.len() + alg.map_or(0, str::len);
+        if self.0.budget > 0 {
+            self.0.insert(hash, Verified { alg: alg.map(Into::into), raw: raw.into(), text: text.into(), integrity }, size);
         }
-        let entry = Arc::new(Entry { alg: alg.map(Into::into), raw: raw.into(), text: text.into(), integrity });
-        let mut generations = self.generations.lock().unwrap_or_else(PoisonError::into_inner);
-        generations.insert(hash, entry, self.budget);
     }
 
     /// Entries held (both generations), for tests and diagnostics.
     pub fn len(&self) -> usize {
-        let generations = self.generations.lock().unwrap_or_else(PoisonError::into_inner);
-        generations.current.len() + generations.previous.len()
+        self.0.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -91,20 +130,41 @@ impl VerifiedPayloads {
     }
 }
 
-impl Generations {
-    fn insert(&mut self, hash: &str, entry: Arc<Entry>, budget: usize) {
-        let size = entry.size(hash);
-        if size > budget {
-            return;
-        }
-        if self.current_bytes + size > budget {
-            self.previous = std::mem::take(&mut self.current);
-            self.current_bytes = 0;
-        }
-        if let Some(replaced) = self.current.insert(hash.into(), entry) {
-            self.current_bytes -= replaced.size(hash);
-        }
-        self.current_bytes += size;
+/// A payload as validation stored it: its BSON, its JCS hash and the length of its canonical text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConvertedPayload {
+    pub bson: RawDocumentBuf,
+    pub jcs_hash: String,
+    pub canonical_len: usize,
+}
+
+/// Payload conversions done so far, keyed by the exact JSON text a client sent (clients resend
+/// unchanged passes with every update). Only successful conversions are kept, and validation depends
+/// only on the text and the limits, which are fixed for an environment.
+#[derive(Debug)]
+pub struct ConvertedPayloads(Generational<ConvertedPayload>);
+
+impl ConvertedPayloads {
+    pub fn new(budget_bytes: usize) -> ConvertedPayloads {
+        ConvertedPayloads(Generational::new(budget_bytes))
+    }
+
+    pub fn get(&self, json: &str) -> Option<Arc<ConvertedPayload>> {
+        self.0.get(json)
+    }
+
+    /// Keeps a conversion (when the budget allows) and hands it back, shared.
+    pub fn remember(&self, json: &str, converted: ConvertedPayload) -> Arc<ConvertedPayload> {
+        let size = converted.bson.as_bytes().len() + converted.jcs_hash.len();
+        self.0.insert(json, converted, size)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -132,7 +192,7 @@ mod tests {
         for i in 0..100 {
             verified.remember(&format!("hash-{i}"), None, &[0; 100], &[0; 100], Integrity::Verified);
         }
-        // ~300 bytes an entry: at most three in each generation.
+        // ~330 bytes an entry: at most three in each generation.
         assert!(verified.len() <= 6, "{} entries", verified.len());
         let mut out = Vec::new();
         assert!(verified.copy_if_known("hash-99", None, &[0; 100], &mut out).is_some(), "the newest is kept");
@@ -141,5 +201,20 @@ mod tests {
         let off = VerifiedPayloads::new(0);
         off.remember("h", None, b"r", b"t", Integrity::Verified);
         assert!(off.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod converted_tests {
+    use super::*;
+
+    #[test]
+    fn conversions_are_found_by_their_exact_text() {
+        let converted = ConvertedPayloads::new(1 << 20);
+        let payload = ConvertedPayload { bson: RawDocumentBuf::new(), jcs_hash: "h".into(), canonical_len: 2 };
+        let _ = converted.remember(r#"{"a":1}"#, payload.clone());
+        assert_eq!(converted.get(r#"{"a":1}"#).as_deref(), Some(&payload));
+        assert!(converted.get(r#"{"a": 1}"#).is_none(), "other text, even if equal as JSON");
+        assert!(ConvertedPayloads::new(0).get(r#"{"a":1}"#).is_none());
     }
 }

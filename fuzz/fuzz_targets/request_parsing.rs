@@ -4,6 +4,7 @@
 
 use domain::hashing::{self, Integrity, JCS_ALG};
 use domain::input::{validate_log_entry, validate_passes};
+use domain::verified::ConvertedPayloads;
 use domain::{Limits, LogEntryInput, Millis, PassKind, PassUpdate};
 use lambda_adapter::handlers::parse_body;
 use lambda_http::{Body, Request};
@@ -16,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(update) = parse_body::<PassUpdate>(&request, limits.max_request_bytes) {
         for kind in PassKind::ALL {
             let Some(passes) = update.passes(kind) else { continue };
-            let Ok(valid) = validate_passes(kind, passes, Millis(1), &limits) else { continue };
+            let Ok(valid) = validate_passes(kind, passes, Millis(1), &limits, &ConvertedPayloads::new(1 << 20)) else { continue };
             for pass in valid {
                 let hash = pass.0.get_str("payload_hash").expect("a hash");
                 assert!(hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));

@@ -27,8 +27,8 @@ fn handlers(c: &mut Criterion) {
             access: AccessConfig::default(),
             metrics_namespace: "Bench".into(),
         };
-        // No remembered verdicts: every read prints and hashes every payload.
-        let unremembered = Settings { cache: CacheConfig { verified_payload_bytes: 0, ..config }, ..settings.clone() };
+        // Nothing remembered: every read prints and hashes every payload, every update converts them all.
+        let unremembered = Settings { cache: CacheConfig { remembered_payload_bytes: 0, ..config }, ..settings.clone() };
         (
             AppState::new(&client, settings, Metrics::memory("Bench", "bench")),
             AppState::new(&client, unremembered, Metrics::memory("Bench", "bench")),
@@ -37,12 +37,12 @@ fn handlers(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("handler_only");
     let get = || HttpEvent::new("GET", "/v1/users/42/tickets").auth(Auth::user(42));
-    let cases: [Case; 4] = [
+    let put = || HttpEvent::new("PUT", "/v1/users/42/tickets").auth(Auth::Iam).json(&twenty_passes(None));
+    let cases: [Case; 5] = [
         ("get_tickets_20x2_passes", &state, Operation::GetTickets, get),
         ("get_tickets_20x2_passes_every_payload_verified", &unremembered, Operation::GetTickets, get),
-        ("update_tickets_20x2_passes", &state, Operation::UpdateTickets, || {
-            HttpEvent::new("PUT", "/v1/users/42/tickets").auth(Auth::Iam).json(&twenty_passes(None))
-        }),
+        ("update_tickets_20x2_passes", &state, Operation::UpdateTickets, put),
+        ("update_tickets_20x2_passes_every_payload_converted", &unremembered, Operation::UpdateTickets, put),
         ("push_log", &state, Operation::PushLog, || {
             HttpEvent::new("POST", "/v1/users/42/logs").auth(Auth::Iam).json(&log_entry("passes", 1))
         }),
