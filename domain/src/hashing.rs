@@ -110,7 +110,13 @@ pub fn hex(digest: &[u8; 32]) -> String {
 
 /// Whether `text` is the hex form of `digest`, in either case.
 fn hex_eq(text: &str, digest: &[u8; 32]) -> bool {
-    text.len() == 64 && text.eq_ignore_ascii_case(&hex(digest))
+    let digit = |c: u8| (c as char).to_digit(16);
+    text.len() == 64
+        && text
+            .as_bytes()
+            .chunks(2)
+            .zip(digest)
+            .all(|(pair, byte)| matches!((digit(pair[0]), digit(pair[1])), (Some(hi), Some(lo)) if hi * 16 + lo == u32::from(*byte)))
 }
 
 #[cfg(test)]

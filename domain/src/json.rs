@@ -32,6 +32,12 @@ pub enum NotJson {
     DuplicateKey(String),
 }
 
+impl NotJson {
+    pub(crate) fn corrupt(error: impl std::fmt::Display) -> NotJson {
+        NotJson::Corrupt(error.to_string())
+    }
+}
+
 /// Appends the JSON text of `doc` to `out`. In [`MemberOrder::Stored`] every BSON value has a text (as
 /// js-bson's `toJSON` gives it); [`MemberOrder::Canonical`] refuses values JSON cannot carry.
 pub fn write_document(doc: &RawDocument, order: MemberOrder, out: &mut Vec<u8>) -> Result<(), NotJson> {
@@ -81,7 +87,7 @@ fn write_object<'d>(doc: &'d RawDocument, order: MemberOrder, out: &mut Vec<u8>,
         MemberOrder::Stored => {
             let mut first = true;
             for element in doc {
-                let (key, value) = element.map_err(corrupt)?;
+                let (key, value) = element.map_err(NotJson::corrupt)?;
                 // JSON.stringify leaves out `undefined` members.
                 if matches!(value, RawBsonRef::Undefined) {
                     continue;
@@ -96,7 +102,7 @@ fn write_object<'d>(doc: &'d RawDocument, order: MemberOrder, out: &mut Vec<u8>,
         MemberOrder::Canonical => {
             let start = members.len();
             for element in doc {
-                let (key, value) = element.map_err(corrupt)?;
+                let (key, value) = element.map_err(NotJson::corrupt)?;
                 if !matches!(value, RawBsonRef::Undefined) {
                     members.push((key, value));
                 }
@@ -137,7 +143,7 @@ fn write_array<'d>(items: &'d RawArray, order: MemberOrder, out: &mut Vec<u8>, m
         if i > 0 {
             out.push(b',');
         }
-        match item.map_err(corrupt)? {
+        match item.map_err(NotJson::corrupt)? {
             // In arrays, `undefined` prints as null.
             RawBsonRef::Undefined => out.extend_from_slice(b"null"),
             value => write_any(value, order, out, members)?,
@@ -169,7 +175,7 @@ fn write_any<'d>(value: RawBsonRef<'d>, order: MemberOrder, out: &mut Vec<u8>, m
         RawBsonRef::ObjectId(oid) => write_str(&oid.to_hex(), out),
         // Other BSON types never come from JSON; js-bson prints their extended JSON.
         other => {
-            let value = Bson::try_from(other.to_raw_bson()).map_err(corrupt)?.into_relaxed_extjson();
+            let value = Bson::try_from(other.to_raw_bson()).map_err(NotJson::corrupt)?.into_relaxed_extjson();
             let _ = serde_json::to_writer(&mut *out, &value);
         }
     }
@@ -196,10 +202,6 @@ fn type_name(value: RawBsonRef<'_>) -> &'static str {
         RawBsonRef::RegularExpression(_) => "regular expression",
         _ => "non-JSON BSON value",
     }
-}
-
-fn corrupt(error: impl std::fmt::Display) -> NotJson {
-    NotJson::Corrupt(error.to_string())
 }
 
 #[cfg(test)]

@@ -67,9 +67,9 @@ pub fn render(
     let mut timestamp = None;
     let mut stored_arrays: [Option<&RawArray>; 2] = [None, None];
     for element in document {
-        let (key, value) = element.map_err(corrupt)?;
+        let (key, value) = element.map_err(NotJson::corrupt)?;
         match (key, value) {
-            (field::TIMESTAMP, value) => timestamp = js_number(value).and_then(millis),
+            (field::TIMESTAMP, value) => timestamp = JsNumber::from_raw(value).and_then(Millis::from_number),
             (_, value) => match (PassKind::parse(key), value) {
                 (Some(kind), RawBsonRef::Array(items)) => stored_arrays[kind as usize] = Some(items),
                 (Some(_), RawBsonRef::Null) | (None, _) => {}
@@ -105,7 +105,7 @@ pub fn render(
             if i > 0 {
                 out.push(b',');
             }
-            let pass = match pass.map_err(corrupt)? {
+            let pass = match pass.map_err(NotJson::corrupt)? {
                 RawBsonRef::Document(pass) => write_pass(pass, &mut out, &mut extras, verified)?,
                 // Not a pass at all: shown as stored, and nothing vouches for it.
                 other => {
@@ -125,7 +125,7 @@ pub fn render(
     let digest = validator.finalize();
     let etag = format!("\"{}\"", &hashing::hex(&digest.into())[..32]);
     // Every byte above comes from UTF-8 strings or ASCII, so this never fails.
-    let json = String::from_utf8(out).map_err(corrupt)?;
+    let json = String::from_utf8(out).map_err(NotJson::corrupt)?;
     let fresh_for = age.map_or(Duration::ZERO, |age| freshness.ttl.saturating_sub(age));
     Ok(CachedTickets { user_id: user, selection, timestamp, age, stale, fresh_for, arrays, etag, json })
 }
@@ -150,7 +150,7 @@ fn write_pass<'d>(
     let mut alg = None;
     extras.clear();
     for element in pass {
-        let (key, value) = element.map_err(corrupt)?;
+        let (key, value) = element.map_err(NotJson::corrupt)?;
         if let Some(slot) = PASS_FIELDS.iter().position(|name| *name == key) {
             known[slot] = Some(value);
         } else if key == "payload_hash_alg" {
@@ -177,11 +177,11 @@ fn write_pass<'d>(
     out.extend_from_slice(b"{\"pass_uuid\":");
     write_stored(uuid, out)?;
     out.extend_from_slice(b",\"timestamp\":");
-    write_optional_i64(timestamp.and_then(js_number).and_then(millis).map(|t| t.0), out);
+    write_optional_i64(timestamp.and_then(JsNumber::from_raw).and_then(Millis::from_number).map(|t| t.0), out);
     out.extend_from_slice(b",\"status\":");
     write_stored(status, out)?;
     out.extend_from_slice(b",\"free_ticket_status\":");
-    match free_ticket_status.and_then(js_number) {
+    match free_ticket_status.and_then(JsNumber::from_raw) {
         Some(JsNumber::Int(v)) => json::write_i64(v, out),
         Some(JsNumber::Float(v)) => json::write_f64(v, out),
         None => out.extend_from_slice(b"null"),
@@ -242,27 +242,4 @@ fn write_optional_i64(value: Option<i64>, out: &mut Vec<u8>) {
         Some(v) => json::write_i64(v, out),
         None => out.extend_from_slice(b"null"),
     }
-}
-
-/// A stored number as JavaScript holds it; `None` for other types.
-fn js_number(value: RawBsonRef<'_>) -> Option<JsNumber> {
-    match value {
-        RawBsonRef::Int32(v) => Some(JsNumber::Int(v.into())),
-        RawBsonRef::Int64(v) => Some(JsNumber::Int(v)),
-        RawBsonRef::Double(v) => Some(JsNumber::from_f64(v)),
-        _ => None,
-    }
-}
-
-/// Milliseconds from a stored number: a fraction carries no meaning, a non-finite number is no time.
-fn millis(number: JsNumber) -> Option<Millis> {
-    match number {
-        JsNumber::Int(v) => Some(Millis(v)),
-        JsNumber::Float(v) if v.is_finite() => Some(Millis(v.trunc() as i64)),
-        JsNumber::Float(_) => None,
-    }
-}
-
-fn corrupt(error: impl std::fmt::Display) -> NotJson {
-    NotJson::Corrupt(error.to_string())
 }

@@ -147,14 +147,28 @@ impl From<Millis> for Bson {
     }
 }
 
+impl Millis {
+    /// Milliseconds from a stored number. Date.now() stored as a double is integral; a fraction carries
+    /// no meaning for milliseconds; a non-finite number is no time.
+    pub fn from_number(number: JsNumber) -> Option<Millis> {
+        match number {
+            JsNumber::Int(v) => Some(Millis(v)),
+            JsNumber::Float(v) if v.is_finite() => Some(Millis(v.trunc() as i64)),
+            JsNumber::Float(_) => None,
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for Millis {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        match JsNumber::deserialize(deserializer)? {
-            JsNumber::Int(v) => Ok(Millis(v)),
-            // Date.now() stored as a double is integral; a fraction carries no meaning for milliseconds.
-            JsNumber::Float(v) if v.is_finite() => Ok(Millis(v.trunc() as i64)),
-            JsNumber::Float(v) => Err(de::Error::custom(format!("timestamp {v} is not a finite number"))),
-        }
+        let number = JsNumber::deserialize(deserializer)?;
+        Millis::from_number(number).ok_or_else(|| {
+            let shown = match number {
+                JsNumber::Int(v) => v.to_string(),
+                JsNumber::Float(v) => v.to_string(),
+            };
+            de::Error::custom(format!("timestamp {shown} is not a finite number"))
+        })
     }
 }
 
@@ -167,6 +181,17 @@ pub enum JsNumber {
 }
 
 impl JsNumber {
+    /// A stored BSON number as JavaScript holds it; `None` for other types.
+    pub fn from_raw(value: mongodb::bson::RawBsonRef<'_>) -> Option<JsNumber> {
+        use mongodb::bson::RawBsonRef;
+        match value {
+            RawBsonRef::Int32(v) => Some(JsNumber::Int(v.into())),
+            RawBsonRef::Int64(v) => Some(JsNumber::Int(v)),
+            RawBsonRef::Double(v) => Some(JsNumber::from_f64(v)),
+            _ => None,
+        }
+    }
+
     pub fn from_f64(v: f64) -> JsNumber {
         // Only integral values in the exactly representable range become integers.
         if v.fract() == 0.0 && v.abs() <= UserId::MAX as f64 {
