@@ -10,7 +10,9 @@
 
 use std::cmp::Ordering;
 
-use mongodb::bson::{Bson, RawArray, RawBsonRef, RawDocument};
+use mongodb::bson::{Bson, RawBsonRef, RawDocument};
+
+use crate::bson_walk::{Doc, Value};
 
 /// How object members are ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,21 +43,32 @@ impl NotJson {
 /// Appends the JSON text of `doc` to `out`. In [`MemberOrder::Stored`] every BSON value has a text (as
 /// js-bson's `toJSON` gives it); [`MemberOrder::Canonical`] refuses values JSON cannot carry.
 pub fn write_document(doc: &RawDocument, order: MemberOrder, out: &mut Vec<u8>) -> Result<(), NotJson> {
-    // One buffer for the members of every object being sorted, used as a stack by the recursion.
-    let mut members = Vec::new();
-    write_object(doc, order, out, &mut members)
+    Writer::new(order, out).object(Doc::new(doc.as_bytes())?)
 }
 
 /// Appends the JSON text of any stored value (see [`write_document`]).
 pub fn write_value(value: RawBsonRef<'_>, order: MemberOrder, out: &mut Vec<u8>) -> Result<(), NotJson> {
-    write_any(value, order, out, &mut Vec::new())
+    let mut writer = Writer::new(order, out);
+    match value {
+        RawBsonRef::Document(doc) => writer.object(Doc::new(doc.as_bytes())?),
+        RawBsonRef::Array(items) => writer.array(Doc::new(items.as_bytes())?),
+        RawBsonRef::String(s) => {
+            write_str(s, writer.out);
+            Ok(())
+        }
+        other => writer.scalar(other),
+    }
 }
 
 /// Appends a JSON string (quotes and escapes as `JSON.stringify` and RFC 8785 write them).
 pub fn write_str(value: &str, out: &mut Vec<u8>) {
-    // serde_json escapes exactly `"`, `\` and control characters (short forms, else \u00xx), as both do;
-    // writing to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, value);
+    if needs_escaping(value.as_bytes()) {
+        // serde_json escapes exactly `"`, `\` and control characters (short forms, else \u00xx), as both
+        // do; writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, value);
+    } else {
+        quoted(value.as_bytes(), out);
+    }
 }
 
 /// Appends a JavaScript number's text: integers as digits, everything else as `Number.prototype.toString`.
@@ -79,107 +92,202 @@ pub fn write_f64(value: f64, out: &mut Vec<u8>) {
     }
 }
 
-type Members<'d> = Vec<(&'d str, RawBsonRef<'d>)>;
-
-fn write_object<'d>(doc: &'d RawDocument, order: MemberOrder, out: &mut Vec<u8>, members: &mut Members<'d>) -> Result<(), NotJson> {
-    out.push(b'{');
-    match order {
-        MemberOrder::Stored => {
-            let mut first = true;
-            for element in doc {
-                let (key, value) = element.map_err(NotJson::corrupt)?;
-                // JSON.stringify leaves out `undefined` members.
-                if matches!(value, RawBsonRef::Undefined) {
-                    continue;
-                }
-                if !first {
-                    out.push(b',');
-                }
-                first = false;
-                write_member(key, value, order, out, members)?;
-            }
-        }
-        MemberOrder::Canonical => {
-            let start = members.len();
-            for element in doc {
-                let (key, value) = element.map_err(NotJson::corrupt)?;
-                if !matches!(value, RawBsonRef::Undefined) {
-                    members.push((key, value));
-                }
-            }
-            members[start..].sort_unstable_by(|a, b| utf16_order(a.0, b.0));
-            for i in start..members.len() {
-                let (key, value) = members[i];
-                if i > start {
-                    if members[i - 1].0 == key {
-                        return Err(NotJson::DuplicateKey(key.to_owned()));
-                    }
-                    out.push(b',');
-                }
-                write_member(key, value, order, out, members)?;
-            }
-            members.truncate(start);
+/// Whether a string needs more than quotes: a character JSON escapes (`"`, `\`, controls), or non-ASCII
+/// text (whose UTF-8 is then checked). Eight bytes at a time, with the classic "has a byte less than /
+/// equal to" word tricks, which are exact for "is there any such byte".
+fn needs_escaping(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH != 0;
+    let mut words = bytes.chunks_exact(8);
+    for word in words.by_ref() {
+        let mut w = [0; 8];
+        w.copy_from_slice(word);
+        let x = u64::from_ne_bytes(w);
+        // A byte below 0x20 (or 0x80 and above: the high bit) or equal to `"` or `\`.
+        let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH != 0;
+        if below_space || x & HIGH != 0 || has_zero(x ^ (ONES * u64::from(b'"'))) || has_zero(x ^ (ONES * u64::from(b'\\'))) {
+            return true;
         }
     }
-    out.push(b'}');
-    Ok(())
+    words.remainder().iter().any(|&b| !(0x20..0x80).contains(&b) || b == b'"' || b == b'\\')
 }
 
-fn write_member<'d>(
-    key: &str,
-    value: RawBsonRef<'d>,
+fn quoted(bytes: &[u8], out: &mut Vec<u8>) {
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(bytes);
+    out.push(b'"');
+}
+
+/// Text from stored bytes, checked as UTF-8.
+fn text(bytes: &[u8]) -> Result<&str, NotJson> {
+    std::str::from_utf8(bytes).map_err(NotJson::corrupt)
+}
+
+/// A stored member name: plain printable ASCII (written between quotes as is), or text that needs
+/// escaping or is not ASCII (checked as UTF-8 when read).
+#[derive(Debug, Clone, Copy)]
+struct Name<'d> {
+    bytes: &'d [u8],
+    plain: bool,
+}
+
+impl<'d> Name<'d> {
+    fn new(bytes: &'d [u8]) -> Result<Name<'d>, NotJson> {
+        let plain = !needs_escaping(bytes);
+        if !plain {
+            text(bytes)?;
+        }
+        Ok(Name { bytes, plain })
+    }
+
+    fn write(self, out: &mut Vec<u8>) -> Result<(), NotJson> {
+        if self.plain {
+            quoted(self.bytes, out);
+        } else {
+            write_str(text(self.bytes)?, out);
+        }
+        Ok(())
+    }
+
+    /// RFC 8785 member order (see [`utf16_order`]).
+    fn order(self, other: Name<'_>) -> Ordering {
+        if self.plain && other.plain {
+            return self.bytes.cmp(other.bytes);
+        }
+        match (std::str::from_utf8(self.bytes), std::str::from_utf8(other.bytes)) {
+            (Ok(a), Ok(b)) => utf16_order(a, b),
+            _ => self.bytes.cmp(other.bytes),
+        }
+    }
+}
+
+/// One JSON text being written. `members` holds the members of every object being sorted (canonical
+/// order), used as a stack by the recursion so sorting allocates once per text.
+struct Writer<'o, 'd> {
     order: MemberOrder,
-    out: &mut Vec<u8>,
-    members: &mut Members<'d>,
-) -> Result<(), NotJson> {
-    write_str(key, out);
-    out.push(b':');
-    write_any(value, order, out, members)
+    out: &'o mut Vec<u8>,
+    members: Vec<(Name<'d>, Value<'d>)>,
 }
 
-fn write_array<'d>(items: &'d RawArray, order: MemberOrder, out: &mut Vec<u8>, members: &mut Members<'d>) -> Result<(), NotJson> {
-    out.push(b'[');
-    for (i, item) in items.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        match item.map_err(NotJson::corrupt)? {
-            // In arrays, `undefined` prints as null.
-            RawBsonRef::Undefined => out.extend_from_slice(b"null"),
-            value => write_any(value, order, out, members)?,
-        }
+impl<'o, 'd> Writer<'o, 'd> {
+    fn new(order: MemberOrder, out: &'o mut Vec<u8>) -> Self {
+        Writer { order, out, members: Vec::new() }
     }
-    out.push(b']');
-    Ok(())
-}
 
-fn write_any<'d>(value: RawBsonRef<'d>, order: MemberOrder, out: &mut Vec<u8>, members: &mut Members<'d>) -> Result<(), NotJson> {
-    let canonical = order == MemberOrder::Canonical;
-    match value {
-        RawBsonRef::Document(doc) => write_object(doc, order, out, members)?,
-        RawBsonRef::Array(items) => write_array(items, order, out, members)?,
-        RawBsonRef::String(s) => write_str(s, out),
-        RawBsonRef::Boolean(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
-        RawBsonRef::Null | RawBsonRef::Undefined => out.extend_from_slice(b"null"),
-        RawBsonRef::Int32(v) => write_i64(v.into(), out),
-        RawBsonRef::Int64(v) => write_i64(v, out),
-        RawBsonRef::Double(v) if canonical && !v.is_finite() => return Err(NotJson::Type("non-finite number")),
-        RawBsonRef::Double(v) => write_f64(v, out),
-        _ if canonical => return Err(NotJson::Type(type_name(value))),
-        RawBsonRef::Symbol(s) => write_str(s, out),
-        // Date.prototype.toJSON and ObjectId.prototype.toJSON both print a string.
-        RawBsonRef::DateTime(at) => match at.try_to_rfc3339_string() {
-            Ok(_) => write_str(&crate::clock::format_rfc3339_millis(at), out),
-            Err(_) => out.extend_from_slice(b"null"),
-        },
-        RawBsonRef::ObjectId(oid) => write_str(&oid.to_hex(), out),
-        // Other BSON types never come from JSON; js-bson prints their extended JSON.
-        other => {
-            let value = Bson::try_from(other.to_raw_bson()).map_err(NotJson::corrupt)?.into_relaxed_extjson();
-            let _ = serde_json::to_writer(&mut *out, &value);
+    fn object(&mut self, doc: Doc<'d>) -> Result<(), NotJson> {
+        self.out.push(b'{');
+        match self.order {
+            MemberOrder::Stored => {
+                let mut first = true;
+                for element in doc.elements() {
+                    let (key, value) = element?;
+                    // JSON.stringify leaves out `undefined` members.
+                    if matches!(value, Value::Undefined) {
+                        continue;
+                    }
+                    if !first {
+                        self.out.push(b',');
+                    }
+                    first = false;
+                    self.member(Name::new(key)?, value)?;
+                }
+            }
+            MemberOrder::Canonical => {
+                let start = self.members.len();
+                for element in doc.elements() {
+                    let (key, value) = element?;
+                    if !matches!(value, Value::Undefined) {
+                        self.members.push((Name::new(key)?, value));
+                    }
+                }
+                self.members[start..].sort_unstable_by(|a, b| a.0.order(b.0));
+                for i in start..self.members.len() {
+                    let (key, value) = self.members[i];
+                    if i > start {
+                        if self.members[i - 1].0.bytes == key.bytes {
+                            return Err(NotJson::DuplicateKey(String::from_utf8_lossy(key.bytes).into_owned()));
+                        }
+                        self.out.push(b',');
+                    }
+                    self.member(key, value)?;
+                }
+                self.members.truncate(start);
+            }
         }
+        self.out.push(b'}');
+        Ok(())
     }
-    Ok(())
+
+    fn member(&mut self, key: Name<'d>, value: Value<'d>) -> Result<(), NotJson> {
+        key.write(self.out)?;
+        self.out.push(b':');
+        self.value(value)
+    }
+
+    fn array(&mut self, items: Doc<'d>) -> Result<(), NotJson> {
+        self.out.push(b'[');
+        for (i, item) in items.elements().enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            match item?.1 {
+                // In arrays, `undefined` prints as null.
+                Value::Undefined => self.out.extend_from_slice(b"null"),
+                value => self.value(value)?,
+            }
+        }
+        self.out.push(b']');
+        Ok(())
+    }
+
+    fn value(&mut self, value: Value<'d>) -> Result<(), NotJson> {
+        match value {
+            Value::Document(doc) => self.object(doc)?,
+            Value::Array(items) => self.array(items)?,
+            Value::String(bytes) if !needs_escaping(bytes) => quoted(bytes, self.out),
+            Value::String(bytes) => write_str(text(bytes)?, self.out),
+            Value::Boolean(b) => self.out.extend_from_slice(if b { b"true" } else { b"false" }),
+            Value::Null | Value::Undefined => self.out.extend_from_slice(b"null"),
+            Value::Int32(v) => write_i64(v.into(), self.out),
+            Value::Int64(v) => write_i64(v, self.out),
+            Value::Double(v) => self.scalar(RawBsonRef::Double(v))?,
+            Value::Other(kind, bytes) => self.scalar(Value::decode_other(kind, bytes)?.as_raw_bson_ref())?,
+        }
+        Ok(())
+    }
+
+    /// Values other than documents, arrays and strings, as the `bson` crate reads them.
+    fn scalar(&mut self, value: RawBsonRef<'_>) -> Result<(), NotJson> {
+        let out = &mut *self.out;
+        let canonical = self.order == MemberOrder::Canonical;
+        match value {
+            RawBsonRef::Document(_) | RawBsonRef::Array(_) | RawBsonRef::String(_) => {
+                return write_value(value, self.order, out);
+            }
+            RawBsonRef::Boolean(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+            RawBsonRef::Null | RawBsonRef::Undefined => out.extend_from_slice(b"null"),
+            RawBsonRef::Int32(v) => write_i64(v.into(), out),
+            RawBsonRef::Int64(v) => write_i64(v, out),
+            RawBsonRef::Double(v) if canonical && !v.is_finite() => return Err(NotJson::Type("non-finite number")),
+            RawBsonRef::Double(v) => write_f64(v, out),
+            _ if canonical => return Err(NotJson::Type(type_name(value))),
+            RawBsonRef::Symbol(s) => write_str(s, out),
+            // Date.prototype.toJSON and ObjectId.prototype.toJSON both print a string.
+            RawBsonRef::DateTime(at) => match at.try_to_rfc3339_string() {
+                Ok(_) => write_str(&crate::clock::format_rfc3339_millis(at), out),
+                Err(_) => out.extend_from_slice(b"null"),
+            },
+            RawBsonRef::ObjectId(oid) => write_str(&oid.to_hex(), out),
+            // Other BSON types never come from JSON; js-bson prints their extended JSON.
+            other => {
+                let value = Bson::try_from(other.to_raw_bson()).map_err(NotJson::corrupt)?.into_relaxed_extjson();
+                let _ = serde_json::to_writer(&mut *out, &value);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// RFC 8785 §3.2.3 orders members by their names' UTF-16 code units. For ASCII names that is byte order.
@@ -279,6 +387,23 @@ mod tests {
         assert!(expected.contains(r#""numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27]"#), "{expected}");
         let stored = mongodb::bson::to_document(&input).unwrap();
         assert_eq!(text(&stored, MemberOrder::Canonical).unwrap(), expected);
+    }
+
+    #[test]
+    fn escaping_is_detected_in_every_position() {
+        let naive = |bytes: &[u8]| bytes.iter().any(|&b| b < 0x20 || b >= 0x80 || b == b'"' || b == b'\\');
+        for len in 0..20 {
+            for at in 0..len {
+                for b in 0..=255_u8 {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = b;
+                    assert_eq!(needs_escaping(&bytes), naive(&bytes), "{b:#04x} at {at} of {len}");
+                }
+            }
+        }
+        let mut out = Vec::new();
+        write_str("plain ASCII ~ with DEL \u{7f}", &mut out);
+        assert_eq!(out, "\"plain ASCII ~ with DEL \u{7f}\"".as_bytes());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The Bytemark ticket cache: the `bytemark_tickets_cache` document schema, payload hashing, validation
 //! and the cache operations over the official MongoDB driver. Knows nothing of Lambda or HTTP.
 
+mod bson_walk;
 pub mod cache;
 pub mod clock;
 pub mod config;
