@@ -3,17 +3,15 @@
 //! Wrong JSON types fail deserialization (the caller reports a bad field); everything that deserializes but
 //! breaks a rule fails [`ValidationError`]. Nothing reaches MongoDB before both pass.
 
-use std::borrow::Cow;
-use std::cell::RefCell;
 use std::collections::HashSet;
 
-use mongodb::bson::{self, doc, rawdoc, Document, RawArrayBuf, RawBson, RawDocumentBuf};
-use serde::de::{self, DeserializeSeed, Deserializer};
-use serde::ser::Error as _;
+use mongodb::bson::{self, doc, rawdoc, Document, RawBson, RawDocumentBuf};
+use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::bson_walk;
 use crate::config::Limits;
 use crate::error::ValidationError;
 use crate::hashing::{self, HashForm, JCS_ALG};
@@ -214,7 +212,7 @@ pub fn validate_passes(
             for (key, value) in &pass.extra {
                 if !SERVER_OWNED_PASS_FIELDS.contains(&key.as_str()) {
                     let value = bson::to_bson(value)
-                        .and_then(|v| RawBson::try_from(v).map_err(|e| bson::ser::Error::custom(e.to_string())))
+                        .and_then(|v| RawBson::try_from(v).map_err(|e| <bson::ser::Error as serde::ser::Error>::custom(e.to_string())))
                         .map_err(|e| ValidationError::Invalid { field: at(key), reason: e.to_string() })?;
                     stored.append(key, value);
                 }
@@ -224,150 +222,55 @@ pub fn validate_passes(
         .collect()
 }
 
-/// Converts a payload's JSON text to BSON, enforcing what MongoDB and JavaScript can hold (see
-/// [`check_value`]): one parse, no intermediate JSON tree.
+/// Converts a payload's JSON text to BSON in one pass (the JSON parser feeding the `bson` crate's
+/// serializer, no intermediate tree), then checks what MongoDB and JavaScript can hold: member names, the
+/// nesting limit, and integers within JavaScript's exact range.
 pub fn payload_to_bson(payload: &RawValue, field: &str, limits: &Limits) -> Result<RawDocumentBuf, ValidationError> {
-    let problem = RefCell::new(None);
-    let seed = BsonSeed { field, depth: 0, limits, problem: &problem };
+    let invalid = |reason: String| ValidationError::Invalid { field: field.into(), reason };
     let mut deserializer = serde_json::Deserializer::from_str(payload.get());
-    match seed.deserialize(&mut deserializer) {
-        Ok(RawBson::Document(doc)) => Ok(doc),
-        Ok(_) => Err(ValidationError::Invalid { field: field.into(), reason: "must be a JSON object".into() }),
-        Err(e) => Err(problem.into_inner().unwrap_or_else(|| ValidationError::Invalid { field: field.into(), reason: e.to_string() })),
-    }
+    let bytes = bson::to_vec(&serde_transcode::Transcoder::new(&mut deserializer)).map_err(|e| {
+        // A name with a NUL or an integer beyond i64 stops the serializer, and its error comes back through
+        // the parser's error type; the JSON rules say precisely which rule broke.
+        let value = serde_json::from_str::<Value>(payload.get());
+        value.ok().and_then(|v| check_value(field, &v, 0, limits).err()).unwrap_or_else(|| invalid(e.to_string()))
+    })?;
+    let doc = RawDocumentBuf::from_bytes(bytes).map_err(|e| invalid(e.to_string()))?;
+    let framed = bson_walk::Doc::new(doc.as_bytes()).map_err(|e| invalid(e.to_string()))?;
+    check_payload(framed, false, 0, field, limits)?;
+    Ok(doc)
 }
 
-/// Builds the BSON of one JSON value. A rule broken on the way is kept in `problem` (the parser's own
-/// error type cannot carry it) and parsing stops.
-#[derive(Clone, Copy)]
-struct BsonSeed<'a> {
-    field: &'a str,
-    depth: usize,
-    limits: &'a Limits,
-    problem: &'a RefCell<Option<ValidationError>>,
-}
-
-impl BsonSeed<'_> {
-    fn fail<E: de::Error>(&self, problem: ValidationError) -> E {
-        let message = problem.to_string();
-        self.problem.replace(Some(problem));
-        E::custom(message)
+/// The rules [`payload_to_bson`] checks, over one converted object (or array: its members are keyed
+/// "0", "1", … and have no names to check) at nesting `depth`.
+fn check_payload(doc: bson_walk::Doc<'_>, is_array: bool, depth: usize, field: &str, limits: &Limits) -> Result<(), ValidationError> {
+    let invalid = |reason: String| ValidationError::Invalid { field: field.into(), reason };
+    if depth + 1 > limits.max_payload_depth {
+        return Err(invalid(format!("nested deeper than {} levels", limits.max_payload_depth)));
     }
-
-    fn child(&self) -> Self {
-        BsonSeed { depth: self.depth + 1, ..*self }
-    }
-
-    fn integer<E: de::Error>(&self, value: i128) -> Result<RawBson, E> {
-        match i64::try_from(value) {
-            Ok(v) if v.unsigned_abs() <= UserId::MAX as u64 => Ok(RawBson::Int64(v)),
-            _ => Err(self.fail(ValidationError::Invalid {
-                field: self.field.into(),
-                reason: format!("integer {value} is outside the exactly representable range"),
-            })),
-        }
-    }
-}
-
-impl<'de> de::DeserializeSeed<'de> for BsonSeed<'_> {
-    type Value = RawBson;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<RawBson, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> de::Visitor<'de> for BsonSeed<'_> {
-    type Value = RawBson;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawBson, E> {
-        Ok(RawBson::Boolean(v))
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawBson, E> {
-        self.integer(v.into())
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawBson, E> {
-        self.integer(v.into())
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawBson, E> {
-        Ok(RawBson::Double(v))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawBson, E> {
-        Ok(RawBson::String(v.to_owned()))
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<RawBson, E> {
-        Ok(RawBson::String(v))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<RawBson, E> {
-        Ok(RawBson::Null)
-    }
-
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawBson, A::Error> {
-        let child = self.nested()?;
-        let mut items = RawArrayBuf::new();
-        while let Some(item) = seq.next_element_seed(child)? {
-            items.push(item);
-        }
-        Ok(RawBson::Array(items))
-    }
-
-    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<RawBson, A::Error> {
-        let child = self.nested()?;
-        let mut doc = RawDocumentBuf::new();
-        // A repeated member name is appended as is; the canonical form (computed next) refuses it, as
-        // RFC 8785 requires I-JSON.
-        while let Some(key) = map.next_key_seed(MemberName)? {
-            if forbidden_key(&key) {
-                let field = self.field.to_owned();
-                return Err(self.fail(ValidationError::ForbiddenKey { field, key: key.escape_debug().to_string() }));
+    for element in doc.elements() {
+        let (key, value) = element.map_err(|e| invalid(e.to_string()))?;
+        if !is_array {
+            match std::str::from_utf8(key) {
+                Ok(key) if !forbidden_key(key) => {}
+                _ => return Err(forbidden(field, &String::from_utf8_lossy(key))),
             }
-            doc.append(key.as_ref(), map.next_value_seed(child)?);
         }
-        Ok(RawBson::Document(doc))
-    }
-}
-
-impl BsonSeed<'_> {
-    /// The seed for the values inside an object or array, refusing to go deeper than the limit.
-    fn nested<E: de::Error>(&self) -> Result<Self, E> {
-        let child = self.child();
-        if child.depth > self.limits.max_payload_depth {
-            return Err(self.fail(ValidationError::Invalid {
-                field: self.field.into(),
-                reason: format!("nested deeper than {} levels", self.limits.max_payload_depth),
-            }));
+        match value {
+            bson_walk::Value::Document(inner) => check_payload(inner, false, depth + 1, field, limits)?,
+            bson_walk::Value::Array(inner) => check_payload(inner, true, depth + 1, field, limits)?,
+            bson_walk::Value::Int64(v) if v.unsigned_abs() > UserId::MAX as u64 => return Err(invalid(out_of_range(v))),
+            _ => {}
         }
-        Ok(child)
     }
+    Ok(())
 }
 
-/// A member name, borrowed from the request body unless it contains escapes.
-struct MemberName;
-
-impl<'de> DeserializeSeed<'de> for MemberName {
-    type Value = Cow<'de, str>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_str(self)
-    }
+fn forbidden(field: &str, key: &str) -> ValidationError {
+    ValidationError::ForbiddenKey { field: field.into(), key: key.escape_debug().to_string() }
 }
 
-impl<'de> de::Visitor<'de> for MemberName {
-    type Value = Cow<'de, str>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a member name")
-    }
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Cow::Borrowed(v))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(v.to_owned()))
-    }
+fn out_of_range(value: impl std::fmt::Display) -> String {
+    format!("integer {value} is outside the exactly representable range")
 }
 
 fn forbidden_key(key: &str) -> bool {
@@ -553,13 +456,18 @@ mod tests {
     #[test]
     fn enforces_limits() {
         let l = limits();
-        let mut deep = json!(1);
-        for _ in 0..=l.max_payload_depth {
-            deep = json!({ "d": deep });
-        }
-        let mut body = ok_pass("u");
-        body["payload"] = deep;
-        assert!(matches!(validate(PassKind::Passes, &[pass(body)], Millis(1), &l), Err(ValidationError::Invalid { .. })));
+        // `max_payload_depth` nested objects and arrays are allowed, one more is not.
+        let nested = |levels: usize| {
+            let mut deep = json!(1);
+            for level in 1..levels {
+                deep = if level % 2 == 0 { json!({ "d": deep }) } else { json!([deep]) };
+            }
+            let mut body = ok_pass("u");
+            body["payload"] = json!({ "d": deep });
+            validate(PassKind::Passes, &[pass(body)], Millis(1), &l)
+        };
+        assert!(nested(l.max_payload_depth).is_ok());
+        assert!(matches!(nested(l.max_payload_depth + 1), Err(ValidationError::Invalid { .. })));
 
         let mut body = ok_pass("u");
         body["payload"] = json!({ "blob": "x".repeat(l.max_payload_bytes) });
@@ -579,9 +487,12 @@ mod tests {
             assert!(validate(PassKind::Passes, &[pass(body)], Millis(1), &l).is_err(), "{field}");
         }
 
-        let mut body = ok_pass("u");
-        body["payload"] = json!({ "n": 9_007_199_254_740_993_u64 });
-        assert!(validate(PassKind::Passes, &[pass(body)], Millis(1), &l).is_err());
+        for big in [json!(9_007_199_254_740_993_u64), json!(-9_007_199_254_740_993_i64), json!(u64::MAX)] {
+            let mut body = ok_pass("u");
+            body["payload"] = json!({ "list": [{ "n": big }] });
+            let err = validate(PassKind::Passes, &[pass(body)], Millis(1), &l).unwrap_err();
+            assert!(matches!(&err, ValidationError::Invalid { reason, .. } if reason.contains("exactly representable")), "{err:?}");
+        }
     }
 
     #[test]
