@@ -10,7 +10,7 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 status=0
-for target in request_parsing canonical_hashing; do
+for target in request_parsing canonical_hashing stored_bson_printing; do
   mkdir -p "$scratch/$target"
   cp corpus/$target/seed-* "$scratch/$target/"
   echo "== $target ($seconds s)"
