@@ -31,7 +31,9 @@ fn main() {
     } else {
         Plan { cold_runs: 21, warm_invocations: 2_000, sweep_documents: 10_000 }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    // The functions' runtime: one thread (`functions/*/src/main.rs`), so the handler-only figures are
+    // measured as the functions run.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let report = runtime.block_on(run(&plan, quick));
     print!("{report}");
     let path = workspace_root().join("bench/results.md");

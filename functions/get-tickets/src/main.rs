@@ -3,7 +3,9 @@
 use lambda_adapter::{handlers, startup, Operation};
 use lambda_http::{run, service_fn, Error, Request};
 
-#[tokio::main]
+// One thread: Lambda sends one event at a time, and the handler, the runtime client and the driver's
+// connection then share a core and its caches instead of handing each reply across threads.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let state = startup::init("get-tickets").await?;
     run(service_fn(|request: Request| handlers::serve(&state, Operation::GetTickets, request))).await
