@@ -159,7 +159,7 @@ fn truncated(what: &str) -> NotJson {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mongodb::bson::{doc, oid::ObjectId, Binary, DateTime, Regex, RawDocumentBuf, Timestamp};
+    use mongodb::bson::{doc, oid::ObjectId, Binary, DateTime, RawDocumentBuf, Regex, Timestamp};
 
     fn elements(doc: &RawDocumentBuf) -> Vec<(String, String)> {
         Doc::new(doc.as_bytes())

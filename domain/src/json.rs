@@ -391,7 +391,7 @@ mod tests {
 
     #[test]
     fn escaping_is_detected_in_every_position() {
-        let naive = |bytes: &[u8]| bytes.iter().any(|&b| b < 0x20 || b >= 0x80 || b == b'"' || b == b'\\');
+        let naive = |bytes: &[u8]| bytes.iter().any(|&b| !(0x20..0x80).contains(&b) || b == b'"' || b == b'\\');
         for len in 0..20 {
             for at in 0..len {
                 for b in 0..=255_u8 {

@@ -39,7 +39,7 @@ fn steps(c: &mut Criterion) {
     let mut group = c.benchmark_group("payload_steps_40");
     group.bench_function("parse_put_body", |b| b.iter(|| serde_json::from_slice::<PassUpdate>(&body).expect("valid body")));
     group.bench_function("json_to_bson", |b| {
-        b.iter(|| payloads.iter().map(|p| payload_to_bson(p, "payload", &limits).expect("valid payload")).count())
+        b.iter(|| payloads.iter().map(|p| payload_to_bson(p, "payload", &limits).expect("valid payload")).collect::<Vec<_>>())
     });
     let mut text = Vec::with_capacity(128 << 10);
     group.bench_function("stored_order_text", |b| {
@@ -56,7 +56,7 @@ fn steps(c: &mut Criterion) {
     });
     group.bench_function("sha256_of_canonical_texts", |b| b.iter(|| Sha256::digest(&text)));
     group.bench_function("canonical_hashes", |b| {
-        b.iter(|| converted.iter().map(|doc| hashing::hash(doc, HashForm::Jcs).expect("hashable")).count())
+        b.iter(|| converted.iter().map(|doc| hashing::hash(doc, HashForm::Jcs).expect("hashable")).collect::<Vec<_>>())
     });
     group.bench_function("validate_passes", |b| {
         b.iter(|| {
