@@ -245,7 +245,7 @@ pub fn payload_to_bson(payload: &RawValue, field: &str, limits: &Limits) -> Resu
 fn check_payload(doc: bson_walk::Doc<'_>, is_array: bool, depth: usize, field: &str, limits: &Limits) -> Result<(), ValidationError> {
     let invalid = |reason: String| ValidationError::Invalid { field: field.into(), reason };
     if depth + 1 > limits.max_payload_depth {
-        return Err(invalid(format!("nested deeper than {} levels", limits.max_payload_depth)));
+        return Err(invalid(too_deep(limits)));
     }
     for element in doc.elements() {
         let (key, value) = element.map_err(|e| invalid(e.to_string()))?;
@@ -267,6 +267,10 @@ fn check_payload(doc: bson_walk::Doc<'_>, is_array: bool, depth: usize, field: &
 
 fn forbidden(field: &str, key: &str) -> ValidationError {
     ValidationError::ForbiddenKey { field: field.into(), key: key.escape_debug().to_string() }
+}
+
+fn too_deep(limits: &Limits) -> String {
+    format!("nested deeper than {} levels", limits.max_payload_depth)
 }
 
 fn out_of_range(value: impl std::fmt::Display) -> String {
@@ -322,10 +326,7 @@ fn check_text(field: &str, value: &str, max_chars: usize) -> Result<(), Validati
 /// leading `$`, a `.` or NUL; nesting deeper than the limit; integers JavaScript cannot represent.
 fn check_value(field: &str, value: &Value, depth: usize, limits: &Limits) -> Result<(), ValidationError> {
     if depth > limits.max_payload_depth {
-        return Err(ValidationError::Invalid {
-            field: field.into(),
-            reason: format!("nested deeper than {} levels", limits.max_payload_depth),
-        });
+        return Err(ValidationError::Invalid { field: field.into(), reason: too_deep(limits) });
     }
     match value {
         Value::Object(map) => check_object(field, map, depth, limits),
@@ -333,10 +334,7 @@ fn check_value(field: &str, value: &Value, depth: usize, limits: &Limits) -> Res
         Value::Number(n) if n.is_f64() => Ok(()),
         Value::Number(n) => match n.as_i64() {
             Some(v) if v.unsigned_abs() <= UserId::MAX as u64 => Ok(()),
-            _ => Err(ValidationError::Invalid {
-                field: field.into(),
-                reason: format!("integer {n} is outside the exactly representable range"),
-            }),
+            _ => Err(ValidationError::Invalid { field: field.into(), reason: out_of_range(n) }),
         },
         _ => Ok(()),
     }
@@ -349,7 +347,7 @@ fn check_object(field: &str, map: &Map<String, Value>, depth: usize, limits: &Li
 
 fn check_object_keys(field: &str, map: &Map<String, Value>) -> Result<(), ValidationError> {
     match map.keys().find(|k| forbidden_key(k)) {
-        Some(key) => Err(ValidationError::ForbiddenKey { field: field.trim_end_matches('.').into(), key: key.escape_debug().to_string() }),
+        Some(key) => Err(forbidden(field.trim_end_matches('.'), key)),
         None => Ok(()),
     }
 }

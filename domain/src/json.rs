@@ -63,12 +63,26 @@ pub fn write_value(value: RawBsonRef<'_>, order: MemberOrder, out: &mut Vec<u8>)
 /// Appends a JSON string (quotes and escapes as `JSON.stringify` and RFC 8785 write them).
 pub fn write_str(value: &str, out: &mut Vec<u8>) {
     if needs_escaping(value.as_bytes()) {
-        // serde_json escapes exactly `"`, `\` and control characters (short forms, else \u00xx), as both
-        // do; writing to a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, value);
+        escaped(value, out);
     } else {
         quoted(value.as_bytes(), out);
     }
+}
+
+/// A stored string's bytes as a JSON string: plain ASCII as is, anything else checked as UTF-8 and escaped.
+fn write_stored_str(bytes: &[u8], out: &mut Vec<u8>) -> Result<(), NotJson> {
+    if needs_escaping(bytes) {
+        escaped(text(bytes)?, out);
+    } else {
+        quoted(bytes, out);
+    }
+    Ok(())
+}
+
+fn escaped(value: &str, out: &mut Vec<u8>) {
+    // serde_json escapes exactly `"`, `\` and control characters (short forms, else \u00xx), as both
+    // do; writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, value);
 }
 
 /// Appends a JavaScript number's text: integers as digits, everything else as `Number.prototype.toString`.
@@ -146,7 +160,7 @@ impl<'d> Name<'d> {
         if self.plain {
             quoted(self.bytes, out);
         } else {
-            write_str(text(self.bytes)?, out);
+            escaped(text(self.bytes)?, out);
         }
         Ok(())
     }
@@ -246,12 +260,13 @@ impl<'o, 'd> Writer<'o, 'd> {
         match value {
             Value::Document(doc) => self.object(doc)?,
             Value::Array(items) => self.array(items)?,
-            Value::String(bytes) if !needs_escaping(bytes) => quoted(bytes, self.out),
-            Value::String(bytes) => write_str(text(bytes)?, self.out),
-            Value::Boolean(b) => self.out.extend_from_slice(if b { b"true" } else { b"false" }),
-            Value::Null | Value::Undefined => self.out.extend_from_slice(b"null"),
-            Value::Int32(v) => write_i64(v.into(), self.out),
-            Value::Int64(v) => write_i64(v, self.out),
+            Value::String(bytes) => write_stored_str(bytes, self.out)?,
+            // Every other value prints as the `bson` crate reads it, in one place.
+            Value::Boolean(b) => self.scalar(RawBsonRef::Boolean(b))?,
+            Value::Null => self.scalar(RawBsonRef::Null)?,
+            Value::Undefined => self.scalar(RawBsonRef::Undefined)?,
+            Value::Int32(v) => self.scalar(RawBsonRef::Int32(v))?,
+            Value::Int64(v) => self.scalar(RawBsonRef::Int64(v))?,
             Value::Double(v) => self.scalar(RawBsonRef::Double(v))?,
             Value::Other(kind, bytes) => self.scalar(Value::decode_other(kind, bytes)?.as_raw_bson_ref())?,
         }
