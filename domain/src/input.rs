@@ -11,12 +11,12 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::bson_walk;
 use crate::config::Limits;
+use crate::convert::convert_payload;
 use crate::error::ValidationError;
 use crate::hashing::{self, HashForm, JCS_ALG};
 use crate::schema::{JsNumber, Millis, PassKind, UserId};
-use crate::verified::{ConvertedPayload, ConvertedPayloads};
+use crate::verified::ConvertedPayloads;
 
 /// A client timestamp: integral milliseconds since the epoch, positive, within JavaScript's safe range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,12 +177,7 @@ pub fn validate_passes(
             check_object_keys(&at(""), &pass.extra)?;
             let payload = match converted.get(pass.payload.get()) {
                 Some(done) => done,
-                None => {
-                    let bson = payload_to_bson(&pass.payload, &at("payload"), limits)?;
-                    let (jcs_hash, canonical_len) = hashing::hash(&bson, HashForm::Jcs)
-                        .map_err(|e| ValidationError::Invalid { field: at("payload"), reason: e.to_string() })?;
-                    converted.remember(pass.payload.get(), ConvertedPayload { bson, jcs_hash, canonical_len })
-                }
+                None => converted.remember(pass.payload.get(), convert_payload(&pass.payload, &at("payload"), limits)?),
             };
             // The canonical form is the payload's size as stored, give or take BSON framing.
             if payload.canonical_len > limits.max_payload_bytes {
@@ -222,62 +217,19 @@ pub fn validate_passes(
         .collect()
 }
 
-/// Converts a payload's JSON text to BSON in one pass (the JSON parser feeding the `bson` crate's
-/// serializer, no intermediate tree), then checks what MongoDB and JavaScript can hold: member names, the
-/// nesting limit, and integers within JavaScript's exact range.
-pub fn payload_to_bson(payload: &RawValue, field: &str, limits: &Limits) -> Result<RawDocumentBuf, ValidationError> {
-    let invalid = |reason: String| ValidationError::Invalid { field: field.into(), reason };
-    let mut deserializer = serde_json::Deserializer::from_str(payload.get());
-    let bytes = bson::to_vec(&serde_transcode::Transcoder::new(&mut deserializer)).map_err(|e| {
-        // A name with a NUL or an integer beyond i64 stops the serializer, and its error comes back through
-        // the parser's error type; the JSON rules say precisely which rule broke.
-        let value = serde_json::from_str::<Value>(payload.get());
-        value.ok().and_then(|v| check_value(field, &v, 0, limits).err()).unwrap_or_else(|| invalid(e.to_string()))
-    })?;
-    let doc = RawDocumentBuf::from_bytes(bytes).map_err(|e| invalid(e.to_string()))?;
-    let framed = bson_walk::Doc::new(doc.as_bytes()).map_err(|e| invalid(e.to_string()))?;
-    check_payload(framed, false, 0, field, limits)?;
-    Ok(doc)
-}
-
-/// The rules [`payload_to_bson`] checks, over one converted object (or array: its members are keyed
-/// "0", "1", … and have no names to check) at nesting `depth`.
-fn check_payload(doc: bson_walk::Doc<'_>, is_array: bool, depth: usize, field: &str, limits: &Limits) -> Result<(), ValidationError> {
-    let invalid = |reason: String| ValidationError::Invalid { field: field.into(), reason };
-    if depth + 1 > limits.max_payload_depth {
-        return Err(invalid(too_deep(limits)));
-    }
-    for element in doc.elements() {
-        let (key, value) = element.map_err(|e| invalid(e.to_string()))?;
-        if !is_array {
-            match std::str::from_utf8(key) {
-                Ok(key) if !forbidden_key(key) => {}
-                _ => return Err(forbidden(field, &String::from_utf8_lossy(key))),
-            }
-        }
-        match value {
-            bson_walk::Value::Document(inner) => check_payload(inner, false, depth + 1, field, limits)?,
-            bson_walk::Value::Array(inner) => check_payload(inner, true, depth + 1, field, limits)?,
-            bson_walk::Value::Int64(v) if v.unsigned_abs() > UserId::MAX as u64 => return Err(invalid(out_of_range(v))),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-fn forbidden(field: &str, key: &str) -> ValidationError {
+pub(crate) fn forbidden(field: &str, key: &str) -> ValidationError {
     ValidationError::ForbiddenKey { field: field.into(), key: key.escape_debug().to_string() }
 }
 
-fn too_deep(limits: &Limits) -> String {
+pub(crate) fn too_deep(limits: &Limits) -> String {
     format!("nested deeper than {} levels", limits.max_payload_depth)
 }
 
-fn out_of_range(value: impl std::fmt::Display) -> String {
+pub(crate) fn out_of_range(value: impl std::fmt::Display) -> String {
     format!("integer {value} is outside the exactly representable range")
 }
 
-fn forbidden_key(key: &str) -> bool {
+pub(crate) fn forbidden_key(key: &str) -> bool {
     key.is_empty() || key.starts_with('$') || key.contains('.') || key.contains('\0')
 }
 

@@ -124,8 +124,20 @@ fn needs_escaping(bytes: &[u8]) -> bool {
             return true;
         }
     }
-    words.remainder().iter().any(|&b| !(0x20..0x80).contains(&b) || b == b'"' || b == b'\\')
+    // Member names and short strings end here: one table load per byte.
+    words.remainder().iter().any(|&b| NEEDS_ESCAPING[usize::from(b)])
 }
+
+/// Bytes [`needs_escaping`] looks for, as a table.
+const NEEDS_ESCAPING: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = b < 0x20 || b >= 0x80 || b == b'"' as usize || b == b'\\' as usize;
+        b += 1;
+    }
+    table
+};
 
 fn quoted(bytes: &[u8], out: &mut Vec<u8>) {
     out.reserve(bytes.len() + 2);
@@ -165,13 +177,13 @@ impl<'d> Name<'d> {
         Ok(())
     }
 
-    /// RFC 8785 member order (see [`utf16_order`]).
+    /// RFC 8785 member order (see [`member_order`]).
     fn order(self, other: Name<'_>) -> Ordering {
         if self.plain && other.plain {
             return self.bytes.cmp(other.bytes);
         }
         match (std::str::from_utf8(self.bytes), std::str::from_utf8(other.bytes)) {
-            (Ok(a), Ok(b)) => utf16_order(a, b),
+            (Ok(a), Ok(b)) => member_order(a, b),
             _ => self.bytes.cmp(other.bytes),
         }
     }
@@ -306,7 +318,7 @@ impl<'o, 'd> Writer<'o, 'd> {
 }
 
 /// RFC 8785 §3.2.3 orders members by their names' UTF-16 code units. For ASCII names that is byte order.
-fn utf16_order(a: &str, b: &str) -> Ordering {
+pub(crate) fn member_order(a: &str, b: &str) -> Ordering {
     if a.is_ascii() && b.is_ascii() {
         a.cmp(b)
     } else {

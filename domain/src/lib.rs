@@ -5,6 +5,7 @@ mod bson_walk;
 pub mod cache;
 pub mod clock;
 pub mod config;
+pub mod convert;
 pub mod error;
 pub mod hashing;
 pub mod input;

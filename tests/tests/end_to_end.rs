@@ -151,14 +151,15 @@ fn aws_emulator() -> Result<(String, Box<dyn std::any::Any>), String> {
         }
     }
     let guard = Kill(child);
-    for _ in 0..100 {
+    // moto imports much of boto on start: seconds on an idle machine, more on a loaded 2-core CI runner.
+    for _ in 0..300 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             eprintln!("[harness] AWS emulator: moto server");
             return Ok((format!("http://127.0.0.1:{port}"), Box::new(guard)));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Err("moto server did not start".into())
+    Err("moto server did not start within 30 s".into())
 }
 
 #[tokio::test]

@@ -1,0 +1,423 @@
+//! A payload's JSON text to what a write stores, in one pass of the JSON parser: its BSON (members in the
+//! client's order) and the SHA-256 of its RFC 8785 text.
+//!
+//! Printing the canonical text back from the BSON (what reads do, `json.rs`) would walk every payload a
+//! second time. Here each parser event writes both forms at once; when an object closes whose members did
+//! not arrive in RFC 8785 order, their texts — already written — are moved into order, so sorting moves
+//! bytes, not values. The rules of what may be stored (member names, nesting, integers JavaScript holds
+//! exactly) are checked as the events arrive. Numbers and strings are printed by the same functions reads
+//! use, and the tests below and the `canonical_hashing` fuzz target hold the text to what reads print.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use mongodb::bson::spec::ElementType;
+use mongodb::bson::RawDocumentBuf;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+use crate::config::Limits;
+use crate::error::ValidationError;
+use crate::hashing;
+use crate::json::{self, NotJson};
+use crate::schema::UserId;
+use crate::verified::ConvertedPayload;
+
+/// Converts a payload (a JSON object) and hashes its canonical text; `field` names it in errors.
+pub fn convert_payload(payload: &RawValue, field: &str, limits: &Limits) -> Result<ConvertedPayload, ValidationError> {
+    let text = payload.get();
+    let mut converter = Converter {
+        bson: Vec::with_capacity(text.len() + text.len() / 4 + 64),
+        text: Vec::with_capacity(text.len()),
+        members: Vec::new(),
+        scratch: Vec::new(),
+        depth: 0,
+        limits,
+        field,
+        broken: None,
+    };
+    let mut parser = serde_json::Deserializer::from_str(text);
+    let parsed = ValueSeed { converter: &mut converter, element_type_at: None }.deserialize(&mut parser).and_then(|()| parser.end());
+    if let Err(e) = parsed {
+        return Err(converter.broken.take().unwrap_or_else(|| converter.invalid(e.to_string())));
+    }
+    let Converter { bson, text, .. } = converter;
+    let bson = RawDocumentBuf::from_bytes(bson).map_err(|e| ValidationError::Invalid { field: field.into(), reason: e.to_string() })?;
+    let jcs_hash = hashing::hex(&Sha256::digest(&text).into());
+    Ok(ConvertedPayload { bson, jcs_hash, canonical_len: text.len() })
+}
+
+/// The two outputs being written, and the rules.
+struct Converter<'l> {
+    bson: Vec<u8>,
+    /// The canonical text.
+    text: Vec<u8>,
+    /// The members of the objects being written, innermost object last.
+    members: Vec<Member>,
+    /// Where an object's members are put in order.
+    scratch: Vec<u8>,
+    /// Objects and arrays open (the payload itself is 1).
+    depth: usize,
+    limits: &'l Limits,
+    field: &'l str,
+    /// The rule the payload broke: the parser's error type carries only a message.
+    broken: Option<ValidationError>,
+}
+
+/// One object member: its name (a range of `bson`, where it is already written) and its text (a range
+/// of `text`: `"name":value`).
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    name: (usize, usize),
+    ascii: bool,
+    text: (usize, usize),
+}
+
+impl Converter<'_> {
+    fn invalid(&self, reason: String) -> ValidationError {
+        ValidationError::Invalid { field: self.field.into(), reason }
+    }
+
+    /// Records the rule broken and stops the parser.
+    fn stop<E: de::Error>(&mut self, broken: ValidationError) -> E {
+        self.broken = Some(broken);
+        E::custom("the payload breaks a rule")
+    }
+
+    fn enter<E: de::Error>(&mut self) -> Result<(), E> {
+        self.depth += 1;
+        if self.depth > self.limits.max_payload_depth {
+            let broken = self.invalid(super::input::too_deep(self.limits));
+            return Err(self.stop(broken));
+        }
+        Ok(())
+    }
+
+    /// Starts a document or array: room for its length.
+    fn open_bson(&mut self) -> usize {
+        let start = self.bson.len();
+        self.bson.extend_from_slice(&[0; 4]);
+        start
+    }
+
+    /// Ends the document or array started at `start`: its terminator and its length.
+    fn close_bson<E: de::Error>(&mut self, start: usize) -> Result<(), E> {
+        self.bson.push(0);
+        let Ok(len) = i32::try_from(self.bson.len() - start) else {
+            let broken = self.invalid("too large for BSON".into());
+            return Err(self.stop(broken));
+        };
+        self.bson[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        Ok(())
+    }
+
+    /// A member's name, as written into the BSON.
+    fn name(&self, member: &Member) -> &[u8] {
+        &self.bson[member.name.0..member.name.1]
+    }
+
+    /// RFC 8785 member order. UTF-8 byte order is code point order, which differs from UTF-16 code unit
+    /// order only between two non-ASCII names (U+E000–U+FFFF against supplementary characters).
+    fn order(&self, a: &Member, b: &Member) -> Ordering {
+        let (x, y) = (self.name(a), self.name(b));
+        if a.ascii || b.ascii {
+            return x.cmp(y);
+        }
+        match (std::str::from_utf8(x), std::str::from_utf8(y)) {
+            (Ok(x), Ok(y)) => json::member_order(x, y),
+            _ => x.cmp(y), // never: names are written from `&str`s
+        }
+    }
+
+    /// Puts the members of the object whose text starts at `open` (its `{`) in RFC 8785 order.
+    fn order_members<E: de::Error>(&mut self, open: usize, first: usize) -> Result<(), E> {
+        let members = &self.members[first..];
+        if members.windows(2).all(|pair| self.order(&pair[0], &pair[1]).is_lt()) {
+            self.members.truncate(first);
+            return Ok(());
+        }
+        let mut members = self.members.split_off(first);
+        members.sort_unstable_by(|a, b| self.order(a, b));
+        if let Some(pair) = members.windows(2).find(|pair| self.name(&pair[0]) == self.name(&pair[1])) {
+            let name = String::from_utf8_lossy(self.name(&pair[0])).into_owned();
+            let broken = self.invalid(NotJson::DuplicateKey(name).to_string());
+            return Err(self.stop(broken));
+        }
+        self.scratch.clear();
+        for (i, member) in members.iter().enumerate() {
+            if i > 0 {
+                self.scratch.push(b',');
+            }
+            self.scratch.extend_from_slice(&self.text[member.text.0..member.text.1]);
+        }
+        self.text.truncate(open + 1);
+        self.text.extend_from_slice(&self.scratch);
+        Ok(())
+    }
+}
+
+/// One value; it sets its element type at `element_type_at` of the BSON (`None` for the payload itself,
+/// which must be an object).
+struct ValueSeed<'c, 'l> {
+    converter: &'c mut Converter<'l>,
+    element_type_at: Option<usize>,
+}
+
+impl ValueSeed<'_, '_> {
+    fn element<E: de::Error>(&mut self, kind: ElementType) -> Result<(), E> {
+        match self.element_type_at {
+            Some(at) => {
+                self.converter.bson[at] = kind as u8;
+                Ok(())
+            }
+            None => Err(E::invalid_type(de::Unexpected::Other("a value that is not an object"), &"a JSON object")),
+        }
+    }
+
+    fn integer<E: de::Error>(mut self, value: i64) -> Result<(), E> {
+        self.element(ElementType::Int64)?;
+        self.converter.bson.extend_from_slice(&value.to_le_bytes());
+        json::write_i64(value, &mut self.converter.text);
+        Ok(())
+    }
+
+    fn out_of_range<E: de::Error>(self, value: impl fmt::Display) -> E {
+        let broken = self.converter.invalid(super::input::out_of_range(value));
+        self.converter.stop(broken)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(mut self, value: bool) -> Result<(), E> {
+        self.element(ElementType::Boolean)?;
+        self.converter.bson.push(u8::from(value));
+        self.converter.text.extend_from_slice(if value { b"true" } else { b"false" });
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<(), E> {
+        if value.unsigned_abs() > UserId::MAX as u64 {
+            return Err(self.out_of_range(value));
+        }
+        self.integer(value)
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<(), E> {
+        match i64::try_from(value) {
+            Ok(value) if value <= UserId::MAX => self.integer(value),
+            _ => Err(self.out_of_range(value)),
+        }
+    }
+
+    fn visit_f64<E: de::Error>(mut self, value: f64) -> Result<(), E> {
+        self.element(ElementType::Double)?;
+        self.converter.bson.extend_from_slice(&value.to_le_bytes());
+        json::write_f64(value, &mut self.converter.text);
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(mut self, value: &str) -> Result<(), E> {
+        self.element(ElementType::String)?;
+        let Ok(len) = i32::try_from(value.len() + 1) else {
+            let broken = self.converter.invalid("string too large for BSON".into());
+            return Err(self.converter.stop(broken));
+        };
+        let bson = &mut self.converter.bson;
+        bson.extend_from_slice(&len.to_le_bytes());
+        bson.extend_from_slice(value.as_bytes());
+        bson.push(0);
+        json::write_str(value, &mut self.converter.text);
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(mut self) -> Result<(), E> {
+        self.element(ElementType::Null)?;
+        self.converter.text.extend_from_slice(b"null");
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut items: A) -> Result<(), A::Error> {
+        self.element(ElementType::Array)?;
+        let c = self.converter;
+        c.enter()?;
+        let start = c.open_bson();
+        c.text.push(b'[');
+        let mut index = itoa::Buffer::new();
+        for i in 0_usize.. {
+            // Each item is an element keyed by its index; its type is set once the item is read.
+            let element_type_at = c.bson.len();
+            c.bson.push(0);
+            c.bson.extend_from_slice(index.format(i).as_bytes());
+            c.bson.push(0);
+            let text_at = c.text.len();
+            if i > 0 {
+                c.text.push(b',');
+            }
+            if items.next_element_seed(ValueSeed { converter: &mut *c, element_type_at: Some(element_type_at) })?.is_none() {
+                c.bson.truncate(element_type_at);
+                c.text.truncate(text_at);
+                break;
+            }
+        }
+        c.close_bson(start)?;
+        c.text.push(b']');
+        c.depth -= 1;
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        if self.element_type_at.is_some() {
+            self.element(ElementType::EmbeddedDocument)?;
+        }
+        let c = self.converter;
+        c.enter()?;
+        let start = c.open_bson();
+        let open = c.text.len();
+        c.text.push(b'{');
+        let first = c.members.len();
+        loop {
+            let element_type_at = c.bson.len();
+            c.bson.push(0);
+            let comma = c.members.len() > first;
+            let Some((name, ascii, text_start)) = map.next_key_seed(NameSeed { converter: &mut *c, comma })? else {
+                c.bson.truncate(element_type_at);
+                break;
+            };
+            map.next_value_seed(ValueSeed { converter: &mut *c, element_type_at: Some(element_type_at) })?;
+            c.members.push(Member { name, ascii, text: (text_start, c.text.len()) });
+        }
+        c.close_bson(start)?;
+        c.order_members(open, first)?;
+        c.text.push(b'}');
+        c.depth -= 1;
+        Ok(())
+    }
+}
+
+/// A member name: checked, written into the BSON as the element's key and into the text (after a comma
+/// unless it is the object's first). Gives back where the name is in the BSON, whether it is ASCII, and
+/// where its text starts.
+struct NameSeed<'c, 'l> {
+    converter: &'c mut Converter<'l>,
+    comma: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for NameSeed<'_, '_> {
+    type Value = ((usize, usize), bool, usize);
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for NameSeed<'_, '_> {
+    type Value = ((usize, usize), bool, usize);
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<Self::Value, E> {
+        let c = self.converter;
+        if super::input::forbidden_key(name) {
+            let broken = super::input::forbidden(c.field, name);
+            return Err(c.stop(broken));
+        }
+        let at = c.bson.len();
+        c.bson.extend_from_slice(name.as_bytes());
+        c.bson.push(0);
+        if self.comma {
+            c.text.push(b',');
+        }
+        let text_start = c.text.len();
+        json::write_str(name, &mut c.text);
+        c.text.push(b':');
+        Ok(((at, at + name.len()), name.is_ascii(), text_start))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hashing::HashForm;
+    use crate::json::MemberOrder;
+    use mongodb::bson;
+
+    fn convert(text: &str) -> Result<ConvertedPayload, ValidationError> {
+        let raw = RawValue::from_string(text.to_owned()).unwrap();
+        convert_payload(&raw, "payload", &Limits::default())
+    }
+
+    /// Payloads that exercise every value type, member order by UTF-16 code units (not bytes or code
+    /// points), escapes, JavaScript number printing, and objects inside arrays inside objects.
+    const PAYLOADS: [&str; 6] = [
+        r#"{"b": 1, "a": [1.5, "x", null, true, false, {"z": -2, "y": {}}], "c": []}"#,
+        r#"{"numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001, -0, -0.0, 1e21, 5e-324],
+            "string": "\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/",
+            "\u20ac": "Euro Sign", "\r": "Carriage Return", "\ufb33": "Dalet", "1": "One",
+            "\ud83d\ude00": "Emoji", "\u0080": "Control", "\u00f6": "o", "\ue000": "private use"}"#,
+        r#"{"z": {"y": {"x": [{"w": 1, "v": 2}, [3, {"u": 4, "t": 5}]]}}, "nul": "a\u0000b", "big": 9007199254740991, "neg": -9007199254740991}"#,
+        r#"{"already": 1, "in": 2, "order": 3}"#,
+        r#"{}"#,
+        r#"{"stops": [{"stop_id": "S0001", "name": "Station \"1\"", "zone": 1}], "signature": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}"#,
+    ];
+
+    #[test]
+    fn the_text_is_what_reads_print_and_what_the_reference_prints() {
+        for text in PAYLOADS {
+            let converted = convert(text).unwrap();
+            let value: serde_json::Value = serde_json::from_str(text).unwrap();
+            // The BSON is what the `bson` crate writes for the same JSON, members in the client's order.
+            let expected = bson::to_vec(&value).unwrap();
+            assert_eq!(converted.bson.as_bytes(), expected.as_slice(), "{text}");
+            // The hash is over the text reads print from that BSON, which the reference canonicalizer agrees with.
+            let mut printed = Vec::new();
+            let digest = hashing::write_and_digest(&converted.bson, HashForm::Jcs, &mut printed).unwrap();
+            assert_eq!(converted.jcs_hash, hashing::hex(&digest), "{text}");
+            assert_eq!(converted.canonical_len, printed.len());
+            assert_eq!(printed, serde_json_canonicalizer::to_vec(&value).unwrap(), "{text}");
+            let mut stored_order = Vec::new();
+            json::write_document(&converted.bson, MemberOrder::Stored, &mut stored_order).unwrap();
+            // Printed in the client's member order, it is the same JSON (numbers as JavaScript prints them).
+            let reread: serde_json::Value = serde_json::from_slice(&stored_order).unwrap();
+            assert!(reread.as_object().unwrap().keys().eq(value.as_object().unwrap().keys()), "{text}");
+            assert_eq!(serde_json_canonicalizer::to_vec(&reread).unwrap(), printed, "{text}");
+        }
+    }
+
+    #[test]
+    fn every_rule_is_named() {
+        let reason = |text: &str| match convert(text) {
+            Err(ValidationError::Invalid { reason, .. }) => reason,
+            Err(ValidationError::ForbiddenKey { key, .. }) => format!("forbidden {key}"),
+            other => panic!("{text}: {other:?}"),
+        };
+        assert!(reason(r#"{"a": {"b": 1, "b": 2}}"#).contains("\"b\" appears twice"));
+        assert!(reason(r#"{"a": [{"$where": 1}]}"#).contains("forbidden $where"));
+        assert!(reason(r#"{"a.b": 1}"#).contains("forbidden a.b"));
+        assert!(reason(r#"{"": 1}"#).starts_with("forbidden"));
+        assert!(reason(r#"{"n\u0000": 1}"#).starts_with("forbidden"));
+        assert!(reason(r#"{"n": 9007199254740992}"#).contains("9007199254740992 is outside"));
+        assert!(reason(r#"{"n": [-9007199254740992]}"#).contains("-9007199254740992 is outside"));
+        assert!(reason(r#"{"n": 18446744073709551615}"#).contains("outside"));
+        let deep = |levels: usize| format!("{}1{}", "[".repeat(levels - 1).replacen('[', "{\"d\":[", 1), "]".repeat(levels - 2) + "]}");
+        assert!(convert(&deep(Limits::default().max_payload_depth)).is_ok());
+        assert!(reason(&deep(Limits::default().max_payload_depth + 1)).contains("nested deeper"));
+        assert!(matches!(convert("[1]"), Err(ValidationError::Invalid { .. })));
+    }
+}
