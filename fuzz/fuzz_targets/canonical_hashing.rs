@@ -1,10 +1,14 @@
-//! Canonical hashing of arbitrary JSON: never panics, and the RFC 8785 text this service prints from the
-//! stored BSON is byte for byte what the reference canonicalizer prints from the client's JSON.
+//! Canonical hashing of arbitrary JSON: never panics, the RFC 8785 text this service prints from the
+//! stored BSON is byte for byte what the reference canonicalizer prints from the client's JSON, and a
+//! write's one-pass conversion (`convert_payload`) stores that BSON with the hash reads recompute.
 #![no_main]
 
+use domain::convert::convert_payload;
 use domain::hashing::{self, HashForm, Integrity, JCS_ALG};
+use domain::Limits;
 use domain::mongodb::bson::{self, RawDocumentBuf};
 use libfuzzer_sys::fuzz_target;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// Integers beyond ±2^53 are refused by validation (JavaScript, and JCS, cannot represent them exactly).
@@ -22,6 +26,15 @@ fuzz_target!(|data: &[u8]| {
     let Value::Object(map) = &value else { return };
     let Ok(document) = bson::to_document(map) else { return };
     let Ok(raw) = RawDocumentBuf::from_document(&document) else { return };
+    // A write converts the client's text in one pass. What it accepts (no repeated names, integers within
+    // ±2^53) it stores as the bson crate stores the parsed value, with the hash reads recompute from it.
+    let limits = Limits { max_payload_depth: 128, ..Limits::default() };
+    let payload = std::str::from_utf8(data).ok().and_then(|text| RawValue::from_string(text.to_owned()).ok());
+    if let Some(Ok(converted)) = payload.map(|payload| convert_payload(&payload, "payload", &limits)) {
+        assert_eq!(converted.bson.as_bytes(), bson::to_vec(map).expect("JSON-typed").as_slice(), "{value}");
+        let (hash, len) = hashing::hash(&converted.bson, HashForm::Jcs).expect("JSON-typed BSON has a canonical form");
+        assert_eq!((converted.jcs_hash, converted.canonical_len), (hash, len), "{value}");
+    }
     let _ = hashing::hash(&raw, HashForm::Legacy);
     let ours = hashing::hash(&raw, HashForm::Jcs);
     if safe_numbers(&value) {
