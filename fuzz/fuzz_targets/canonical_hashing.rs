@@ -5,8 +5,8 @@
 
 use domain::convert::convert_payload;
 use domain::hashing::{self, HashForm, Integrity, JCS_ALG};
-use domain::Limits;
 use domain::mongodb::bson::{self, RawDocumentBuf};
+use domain::Limits;
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
 use serde_json::Value;
