@@ -8,7 +8,6 @@
 //! exactly) are checked as the events arrive. Numbers and strings are printed by the same functions reads
 //! use, and the tests below and the `canonical_hashing` fuzz target hold the text to what reads print.
 
-use std::cmp::Ordering;
 use std::fmt;
 
 use mongodb::bson::spec::ElementType;
@@ -88,7 +87,7 @@ impl Converter<'_> {
     fn enter<E: de::Error>(&mut self) -> Result<(), E> {
         self.depth += 1;
         if self.depth > self.limits.max_payload_depth {
-            let broken = self.invalid(super::input::too_deep(self.limits));
+            let broken = self.invalid(crate::input::too_deep(self.limits));
             return Err(self.stop(broken));
         }
         Ok(())
@@ -112,47 +111,30 @@ impl Converter<'_> {
         Ok(())
     }
 
-    /// A member's name, as written into the BSON.
-    fn name(&self, member: &Member) -> &[u8] {
-        &self.bson[member.name.0..member.name.1]
-    }
-
-    /// RFC 8785 member order. UTF-8 byte order is code point order, which differs from UTF-16 code unit
-    /// order only between two non-ASCII names (U+E000–U+FFFF against supplementary characters).
-    fn order(&self, a: &Member, b: &Member) -> Ordering {
-        let (x, y) = (self.name(a), self.name(b));
-        if a.ascii || b.ascii {
-            return x.cmp(y);
-        }
-        match (std::str::from_utf8(x), std::str::from_utf8(y)) {
-            (Ok(x), Ok(y)) => json::member_order(x, y),
-            _ => x.cmp(y), // never: names are written from `&str`s
-        }
-    }
-
     /// Puts the members of the object whose text starts at `open` (its `{`) in RFC 8785 order.
     fn order_members<E: de::Error>(&mut self, open: usize, first: usize) -> Result<(), E> {
-        let members = &self.members[first..];
-        if members.windows(2).all(|pair| self.order(&pair[0], &pair[1]).is_lt()) {
-            self.members.truncate(first);
-            return Ok(());
-        }
-        let mut members = self.members.split_off(first);
-        members.sort_unstable_by(|a, b| self.order(a, b));
-        if let Some(pair) = members.windows(2).find(|pair| self.name(&pair[0]) == self.name(&pair[1])) {
-            let name = String::from_utf8_lossy(self.name(&pair[0])).into_owned();
-            let broken = self.invalid(NotJson::DuplicateKey(name).to_string());
-            return Err(self.stop(broken));
-        }
-        self.scratch.clear();
-        for (i, member) in members.iter().enumerate() {
-            if i > 0 {
-                self.scratch.push(b',');
+        let bson = &self.bson;
+        let name = |member: &Member| &bson[member.name.0..member.name.1];
+        let order = |a: &Member, b: &Member| json::member_order(name(a), name(b), a.ascii || b.ascii);
+        let members = &mut self.members[first..];
+        if !members.windows(2).all(|pair| order(&pair[0], &pair[1]).is_lt()) {
+            members.sort_unstable_by(order);
+            if let Some(pair) = members.windows(2).find(|pair| name(&pair[0]) == name(&pair[1])) {
+                let name = String::from_utf8_lossy(name(&pair[0])).into_owned();
+                let broken = self.invalid(NotJson::DuplicateKey(name).to_string());
+                return Err(self.stop(broken));
             }
-            self.scratch.extend_from_slice(&self.text[member.text.0..member.text.1]);
+            self.scratch.clear();
+            for (i, member) in members.iter().enumerate() {
+                if i > 0 {
+                    self.scratch.push(b',');
+                }
+                self.scratch.extend_from_slice(&self.text[member.text.0..member.text.1]);
+            }
+            self.text.truncate(open + 1);
+            self.text.extend_from_slice(&self.scratch);
         }
-        self.text.truncate(open + 1);
-        self.text.extend_from_slice(&self.scratch);
+        self.members.truncate(first);
         Ok(())
     }
 }
@@ -183,7 +165,7 @@ impl ValueSeed<'_, '_> {
     }
 
     fn out_of_range<E: de::Error>(self, value: impl fmt::Display) -> E {
-        let broken = self.converter.invalid(super::input::out_of_range(value));
+        let broken = self.converter.invalid(crate::input::out_of_range(value));
         self.converter.stop(broken)
     }
 }
@@ -334,8 +316,8 @@ impl Visitor<'_> for NameSeed<'_, '_> {
 
     fn visit_str<E: de::Error>(self, name: &str) -> Result<Self::Value, E> {
         let c = self.converter;
-        if super::input::forbidden_key(name) {
-            let broken = super::input::forbidden(c.field, name);
+        if crate::input::forbidden_key(name) {
+            let broken = crate::input::forbidden(c.field, name);
             return Err(c.stop(broken));
         }
         let at = c.bson.len();

@@ -177,15 +177,9 @@ impl<'d> Name<'d> {
         Ok(())
     }
 
-    /// RFC 8785 member order (see [`member_order`]).
+    /// RFC 8785 member order (see [`member_order`]); plain names are ASCII.
     fn order(self, other: Name<'_>) -> Ordering {
-        if self.plain && other.plain {
-            return self.bytes.cmp(other.bytes);
-        }
-        match (std::str::from_utf8(self.bytes), std::str::from_utf8(other.bytes)) {
-            (Ok(a), Ok(b)) => member_order(a, b),
-            _ => self.bytes.cmp(other.bytes),
-        }
+        member_order(self.bytes, other.bytes, self.plain || other.plain)
     }
 }
 
@@ -317,12 +311,16 @@ impl<'o, 'd> Writer<'o, 'd> {
     }
 }
 
-/// RFC 8785 §3.2.3 orders members by their names' UTF-16 code units. For ASCII names that is byte order.
-pub(crate) fn member_order(a: &str, b: &str) -> Ordering {
-    if a.is_ascii() && b.is_ascii() {
-        a.cmp(b)
-    } else {
-        a.encode_utf16().cmp(b.encode_utf16())
+/// RFC 8785 §3.2.3 orders members by their names' UTF-16 code units. UTF-8 byte order is code point order,
+/// which differs from it only between two non-ASCII names (U+E000–U+FFFF against supplementary characters),
+/// so when either name is known to be ASCII (`either_ascii`) the bytes are compared as they are.
+pub(crate) fn member_order(a: &[u8], b: &[u8], either_ascii: bool) -> Ordering {
+    if either_ascii {
+        return a.cmp(b);
+    }
+    match (std::str::from_utf8(a), std::str::from_utf8(b)) {
+        (Ok(a), Ok(b)) => a.encode_utf16().cmp(b.encode_utf16()),
+        _ => a.cmp(b),
     }
 }
 
