@@ -24,7 +24,7 @@ use crate::schema::UserId;
 use crate::verified::ConvertedPayload;
 
 /// Converts a payload (a JSON object) and hashes its canonical text; `field` names it in errors.
-pub fn convert_payload(payload: &RawValue, field: &str, limits: &Limits) -> Result<ConvertedPayload, ValidationError> {
+pub fn convert_payload(payload: &RawValue, field: &dyn fmt::Display, limits: &Limits) -> Result<ConvertedPayload, ValidationError> {
     let text = payload.get();
     let mut converter = Converter {
         bson: Vec::with_capacity(text.len() + text.len() / 4 + 64),
@@ -43,7 +43,8 @@ pub fn convert_payload(payload: &RawValue, field: &str, limits: &Limits) -> Resu
         return Err(converter.broken.take().unwrap_or_else(|| converter.invalid(e.to_string())));
     }
     let Converter { bson, text, .. } = converter;
-    let bson = RawDocumentBuf::from_bytes(bson).map_err(|e| ValidationError::Invalid { field: field.into(), reason: e.to_string() })?;
+    let bson =
+        RawDocumentBuf::from_bytes(bson).map_err(|e| ValidationError::Invalid { field: field.to_string(), reason: e.to_string() })?;
     let jcs_hash = hashing::hex(&Sha256::digest(&text).into());
     Ok(ConvertedPayload { bson, jcs_hash, canonical_len: text.len() })
 }
@@ -60,7 +61,7 @@ struct Converter<'l> {
     /// Objects and arrays open (the payload itself is 1).
     depth: usize,
     limits: &'l Limits,
-    field: &'l str,
+    field: &'l dyn fmt::Display,
     /// The rule the payload broke: the parser's error type carries only a message.
     broken: Option<ValidationError>,
 }
@@ -76,7 +77,7 @@ struct Member {
 
 impl Converter<'_> {
     fn invalid(&self, reason: String) -> ValidationError {
-        ValidationError::Invalid { field: self.field.into(), reason }
+        ValidationError::Invalid { field: self.field.to_string(), reason }
     }
 
     /// Records the rule broken and stops the parser.
@@ -343,7 +344,7 @@ mod tests {
 
     fn convert(text: &str) -> Result<ConvertedPayload, ValidationError> {
         let raw = RawValue::from_string(text.to_owned()).unwrap();
-        convert_payload(&raw, "payload", &Limits::default())
+        convert_payload(&raw, &"payload", &Limits::default())
     }
 
     /// Payloads that exercise every value type, member order by UTF-16 code units (not bytes or code

@@ -21,7 +21,7 @@ fn steps(c: &mut Criterion) {
     let limits = Limits::default();
     let payloads: Vec<_> = PassKind::ALL.iter().flat_map(|&kind| update.passes(kind).into_iter().flatten()).map(|p| &p.payload).collect();
     let converted: Vec<RawDocumentBuf> =
-        payloads.iter().map(|p| convert_payload(p, "payload", &limits).expect("valid payload").bson).collect();
+        payloads.iter().map(|p| convert_payload(p, &"payload", &limits).expect("valid payload").bson).collect();
     let nothing_remembered = ConvertedPayloads::new(0);
 
     // The stored document a read gets back: timestamp and both arrays, as an update writes them.
@@ -42,7 +42,7 @@ fn steps(c: &mut Criterion) {
     group.bench_function("parse_put_body", |b| b.iter(|| serde_json::from_slice::<PassUpdate>(&body).expect("valid body")));
     // JSON → BSON and the canonical text's SHA-256, one parse per payload (what an update does per pass).
     group.bench_function("convert_and_hash", |b| {
-        b.iter(|| payloads.iter().map(|p| convert_payload(p, "payload", &limits).expect("valid payload")).collect::<Vec<_>>())
+        b.iter(|| payloads.iter().map(|p| convert_payload(p, &"payload", &limits).expect("valid payload")).collect::<Vec<_>>())
     });
     let mut text = Vec::with_capacity(128 << 10);
     group.bench_function("stored_order_text", |b| {
