@@ -28,6 +28,20 @@ pub(crate) enum Value<'d> {
 }
 
 impl Value<'_> {
+    /// The value's type, as people call it, for messages.
+    pub(crate) fn type_name(self) -> &'static str {
+        match self {
+            Value::Double(_) | Value::Int32(_) | Value::Int64(_) => "a number",
+            Value::String(_) => "a string",
+            Value::Document(_) => "an object",
+            Value::Array(_) => "an array",
+            Value::Boolean(_) => "a boolean",
+            Value::Null => "null",
+            Value::Undefined => "undefined",
+            Value::Other(..) => "a BSON-only value",
+        }
+    }
+
     /// Decodes an [`Value::Other`] (a date, an ObjectId, …) with the `bson` crate, which also validates it.
     pub(crate) fn decode_other(kind: u8, bytes: &[u8]) -> Result<RawBson, NotJson> {
         // A one-element document with an empty key around the value: the `bson` crate reads whole documents.
@@ -56,6 +70,10 @@ impl<'d> Doc<'d> {
             Ok(len) if len == bytes.len() && len >= 5 && bytes[len - 1] == 0 => Ok(Doc(bytes)),
             _ => Err(NotJson::Corrupt("document length does not match its bytes".into())),
         }
+    }
+
+    pub(crate) fn as_bytes(self) -> &'d [u8] {
+        self.0
     }
 
     pub(crate) fn elements(self) -> Elements<'d> {

@@ -19,7 +19,7 @@ use crate::config::CacheConfig;
 use crate::error::{is_duplicate_key, is_retryable, CacheError, ValidationError};
 use crate::input::{validate_log_entry, validate_passes, LogEntryInput, PassUpdate};
 use crate::read::{self, CachedTickets, Freshness};
-use crate::schema::{field, LogTimes, Millis, PassKind, Selection, UserId};
+use crate::schema::{field, reserved, LogTimes, Millis, PassKind, Selection, UserId, MAX_SAFE_INTEGER};
 use crate::verified::{ConvertedPayloads, VerifiedPayloads};
 
 /// The ticket cache over one MongoDB collection. Cheap to clone; share one per execution environment.
@@ -122,8 +122,8 @@ impl TicketCache {
         }
         let found = self.timed(self.raw.find_one(doc! { field::USER_ID: user }).projection(projection)).await?;
         let Some(document) = found else { return Ok(None) };
-        let freshness = Freshness { now, ttl: self.config.fresh_ttl };
-        read::render(user, selection, &document, freshness, &self.verified).map(Some).map_err(CacheError::Unreadable)
+        let freshness = Freshness { now, ttl: self.config.fresh_ttl, max_skew: self.config.limits.max_clock_skew };
+        Ok(Some(read::render(user, selection, &document, freshness, &self.verified)))
     }
 
     /// Replaces one or both pass arrays in one atomic upsert.
@@ -142,8 +142,16 @@ impl TicketCache {
             return Err(ValidationError::TimestampInFuture { timestamp: timestamp.0, max_skew_seconds: max_skew.as_secs() }.into());
         }
 
-        // Every field is written only when the stored document is not newer (a missing timestamp reads as 0).
-        let writable = rawdoc! { "$lte": [{ "$ifNull": [format!("${}", field::TIMESTAMP), 0_i64] }, timestamp.0] };
+        // Every field is written only when the stored document is not newer. A stored timestamp that is not
+        // a time (missing, not a number, outside 0..=2^53-1: see `Millis::from_number`) orders nothing, so
+        // the write replaces it rather than being refused for ever.
+        let stored = format!("${}", field::TIMESTAMP);
+        let writable = rawdoc! { "$or": [
+            { "$not": [{ "$isNumber": stored.as_str() }] },
+            { "$lt": [stored.as_str(), 0_i64] },
+            { "$gt": [stored.as_str(), MAX_SAFE_INTEGER] },
+            { "$lte": [stored.as_str(), timestamp.0] },
+        ] };
         let guarded = |new: RawBson, name: &str| rawdoc! { "$cond": [writable.clone(), new, format!("${name}")] };
         let mut set = rawdoc! {
             field::TIMESTAMP: guarded(timestamp.0.into(), field::TIMESTAMP),
@@ -390,22 +398,33 @@ impl TicketCache {
 }
 
 /// New passes, each merged over the stored pass with the same `pass_uuid` (stored fields first, so the
-/// new values win and fields only the stored pass has survive). `$literal` keeps client strings that
-/// start with `$` from being read as field paths.
+/// new values win and fields only the stored pass has survive), less the [`reserved`] names a stored
+/// pass must not carry into the new one. `$literal` keeps client strings that start with `$` from being
+/// read as field paths.
 fn merge_by_uuid(kind: PassKind, new_passes: RawArrayBuf) -> RawDocumentBuf {
     let stored = format!("${}", kind.field());
+    let mut reserved_names = RawArrayBuf::new();
+    for name in reserved::PASS_FIELDS {
+        reserved_names.push(name);
+    }
+    let stored_pass = rawdoc! { "$arrayElemAt": [
+        { "$filter": {
+            // A stored value that is not an array holds no passes to merge (and must not fail the write).
+            "input": { "$cond": [{ "$isArray": stored.as_str() }, stored.as_str(), []] },
+            "as": "old",
+            "cond": { "$eq": ["$$old.pass_uuid", "$$new.pass_uuid"] },
+        } },
+        0,
+    ] };
     rawdoc! { "$map": {
         "input": { "$literal": new_passes },
         "as": "new",
         "in": { "$mergeObjects": [
-            { "$arrayElemAt": [
-                { "$filter": {
-                    "input": { "$ifNull": [stored, []] },
-                    "as": "old",
-                    "cond": { "$eq": ["$$old.pass_uuid", "$$new.pass_uuid"] },
-                } },
-                0,
-            ] },
+            { "$arrayToObject": { "$filter": {
+                "input": { "$objectToArray": { "$ifNull": [stored_pass, {}] } },
+                "as": "field",
+                "cond": { "$not": [{ "$in": ["$$field.k", reserved_names] }] },
+            } } },
             "$$new",
         ] },
     } }

@@ -20,7 +20,7 @@ use crate::config::Limits;
 use crate::error::ValidationError;
 use crate::hashing;
 use crate::json::{self, NotJson};
-use crate::schema::UserId;
+use crate::schema::MAX_SAFE_INTEGER;
 use crate::verified::ConvertedPayload;
 
 /// Converts a payload (a JSON object) and hashes its canonical text; `field` names it in errors.
@@ -195,7 +195,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
     }
 
     fn visit_i64<E: de::Error>(self, value: i64) -> Result<(), E> {
-        if value.unsigned_abs() > UserId::MAX as u64 {
+        if value.unsigned_abs() > MAX_SAFE_INTEGER as u64 {
             return Err(self.out_of_range(value));
         }
         self.integer(value)
@@ -203,7 +203,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
 
     fn visit_u64<E: de::Error>(self, value: u64) -> Result<(), E> {
         match i64::try_from(value) {
-            Ok(value) if value <= UserId::MAX => self.integer(value),
+            Ok(value) if value <= MAX_SAFE_INTEGER => self.integer(value),
             _ => Err(self.out_of_range(value)),
         }
     }
@@ -339,7 +339,7 @@ impl Visitor<'_> for NameSeed<'_, '_> {
 mod tests {
     use super::*;
     use crate::hashing::HashForm;
-    use crate::json::MemberOrder;
+    use crate::json::TextForm;
     use mongodb::bson;
 
     fn convert(text: &str) -> Result<ConvertedPayload, ValidationError> {
@@ -376,7 +376,7 @@ mod tests {
             assert_eq!(converted.canonical_len, printed.len());
             assert_eq!(printed, serde_json_canonicalizer::to_vec(&value).unwrap(), "{text}");
             let mut stored_order = Vec::new();
-            json::write_document(&converted.bson, MemberOrder::Stored, &mut stored_order).unwrap();
+            json::write_document(&converted.bson, TextForm::JsonStringify, &mut stored_order).unwrap();
             // Printed in the client's member order, it is the same JSON (numbers as JavaScript prints them).
             let reread: serde_json::Value = serde_json::from_slice(&stored_order).unwrap();
             assert!(reread.as_object().unwrap().keys().eq(value.as_object().unwrap().keys()), "{text}");
@@ -403,5 +403,46 @@ mod tests {
         assert!(convert(&deep(Limits::default().max_payload_depth)).is_ok());
         assert!(reason(&deep(Limits::default().max_payload_depth + 1)).contains("nested deeper"));
         assert!(matches!(convert("[1]"), Err(ValidationError::Invalid { .. })));
+    }
+
+    /// Number literals against Node's own `JSON.parse` / `JSON.stringify` (`tests/fixtures/number_oracle.json`,
+    /// written by `tests/oracle/numbers.mjs`): every finite literal converts to the correctly rounded double
+    /// and prints as JavaScript prints it, in both hash forms; literals beyond the double range are refused,
+    /// and so are integer literals beyond ±(2^53 - 1) that the parser reads as 64-bit integers (longer ones
+    /// reach the conversion as doubles, as `JSON.parse` reads them: the parser keeps no literal text).
+    #[test]
+    fn numbers_parse_and_print_as_javascript_does() {
+        #[derive(serde::Deserialize)]
+        struct Oracle {
+            cases: Vec<Case>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Case {
+            literal: String,
+            integer_literal: bool,
+            finite: bool,
+            json_stringify: String,
+        }
+        let oracle: Oracle = serde_json::from_str(include_str!("../../tests/fixtures/number_oracle.json")).unwrap();
+        assert!(oracle.cases.len() > 400);
+        for case in oracle.cases {
+            let text = format!(r#"{{"n":{}}}"#, case.literal);
+            let safe = case.literal.parse::<i64>().is_ok_and(|v| v.unsigned_abs() <= MAX_SAFE_INTEGER as u64);
+            let read_as_integer = case.literal.parse::<i64>().is_ok() || case.literal.parse::<u64>().is_ok();
+            let refused = !case.finite || (case.integer_literal && read_as_integer && !safe);
+            match convert(&text) {
+                Ok(converted) if !refused => {
+                    let expected = format!(r#"{{"n":{}}}"#, case.json_stringify);
+                    for form in [HashForm::Jcs, HashForm::Legacy] {
+                        let mut printed = Vec::new();
+                        hashing::write_and_digest(&converted.bson, form, &mut printed).unwrap();
+                        assert_eq!(String::from_utf8(printed).unwrap(), expected, "{} ({form:?})", case.literal);
+                    }
+                    assert_eq!(converted.jcs_hash, hashing::hex(&Sha256::digest(expected.as_bytes()).into()), "{}", case.literal);
+                }
+                Err(ValidationError::Invalid { .. }) if refused => {}
+                other => panic!("{}: {other:?} (refused expected: {refused})", case.literal),
+            }
+        }
     }
 }

@@ -41,9 +41,6 @@ pub enum CacheError {
     /// The write ran but the configured write concern was not satisfied; retrying is safe.
     #[error("the write was not acknowledged as configured: {0}")]
     WriteConcern(String),
-    /// A stored document that cannot be read (invalid BSON): a bug or tampering, not the caller's fault.
-    #[error("the stored document cannot be read: {0}")]
-    Unreadable(#[source] crate::json::NotJson),
     /// Anything else the database reported: a bug or a misconfiguration, not the caller's fault.
     #[error("the database rejected the operation")]
     Database(#[source] mongodb::error::Error),

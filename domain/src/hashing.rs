@@ -5,12 +5,16 @@
 //!   order, JavaScript number formatting, no whitespace.
 //!
 //! Both are lowercase hex. The text of either form comes from [`crate::json`], straight from raw BSON.
+//!
+//! `verified` means exactly one thing: the payload text served is valid I-JSON (no repeated names, only
+//! values JSON holds exactly) and its SHA-256 is the stored hash. Anything else that carries a hash is a
+//! `mismatch` (the text could be computed and differs) or `unverifiable` (no exact text exists to hash).
 
 use mongodb::bson::RawDocument;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::json::{self, MemberOrder, NotJson};
+use crate::json::{self, NotJson, TextForm};
 
 /// The `payload_hash_alg` value this service stores next to every hash it computes.
 pub const JCS_ALG: &str = "sha256-jcs";
@@ -25,6 +29,10 @@ pub enum Integrity {
     Mismatch,
     /// There is no hash (or no payload) to check.
     Unverified,
+    /// A hash is stored, but the payload has no exact text in the declared form to compare it with
+    /// (repeated member names, integers beyond ±2^53, NaN, BSON-only types, nesting beyond the bound,
+    /// corrupt BSON, or an unknown `payload_hash_alg`). Written by neither service: treat it as tampered.
+    Unverifiable,
 }
 
 impl Integrity {
@@ -33,6 +41,7 @@ impl Integrity {
             Integrity::Verified => "verified",
             Integrity::Mismatch => "mismatch",
             Integrity::Unverified => "unverified",
+            Integrity::Unverifiable => "unverifiable",
         }
     }
 }
@@ -56,10 +65,10 @@ impl HashForm {
         }
     }
 
-    fn order(self) -> MemberOrder {
+    fn text_form(self) -> TextForm {
         match self {
-            HashForm::Jcs => MemberOrder::Canonical,
-            HashForm::Legacy => MemberOrder::Stored,
+            HashForm::Jcs => TextForm::Canonical,
+            HashForm::Legacy => TextForm::JsonStringify,
         }
     }
 }
@@ -67,13 +76,8 @@ impl HashForm {
 /// Appends the payload's text in `form` to `out` and returns its SHA-256. On error `out` is unchanged.
 pub fn write_and_digest(payload: &RawDocument, form: HashForm, out: &mut Vec<u8>) -> Result<[u8; 32], NotJson> {
     let start = out.len();
-    match json::write_document(payload, form.order(), out) {
-        Ok(()) => Ok(Sha256::digest(&out[start..]).into()),
-        Err(e) => {
-            out.truncate(start);
-            Err(e)
-        }
-    }
+    json::write_document(payload, form.text_form(), out)?;
+    Ok(Sha256::digest(&out[start..]).into())
 }
 
 /// Lowercase hex SHA-256 of the payload in `form`, and the length of the text hashed.
@@ -84,17 +88,23 @@ pub fn hash(payload: &RawDocument, form: HashForm) -> Result<(String, usize), No
 }
 
 /// Checks a payload against its stored hash in the declared form, appending the payload's text to `out`:
-/// the hashed text when the form could be written, else the text as stored (`JSON.stringify`).
-pub fn verify_into(payload: &RawDocument, stored_hash: Option<&str>, alg: Option<&str>, out: &mut Vec<u8>) -> Result<Integrity, NotJson> {
-    let form = HashForm::declared(alg);
-    if let (Some(hash), Some(form)) = (stored_hash, form) {
+/// the hashed text when the form could be written, else its [`TextForm::Display`] text. The error, if any,
+/// is why not even that could be written (`out` is then unchanged); the verdict stands either way.
+pub fn verify_into(
+    payload: &RawDocument,
+    stored_hash: Option<&str>,
+    alg: Option<&str>,
+    out: &mut Vec<u8>,
+) -> (Integrity, Result<(), NotJson>) {
+    let Some(stored_hash) = stored_hash else {
+        return (Integrity::Unverified, json::write_document(payload, TextForm::Display, out));
+    };
+    if let Some(form) = HashForm::declared(alg) {
         if let Ok(digest) = write_and_digest(payload, form, out) {
-            return Ok(if hex_eq(hash, &digest) { Integrity::Verified } else { Integrity::Mismatch });
+            return (if hex_eq(stored_hash, &digest) { Integrity::Verified } else { Integrity::Mismatch }, Ok(()));
         }
     }
-    json::write_document(payload, MemberOrder::Stored, out)?;
-    // A hash that cannot be recomputed (unknown algorithm, no canonical form) cannot vouch for the payload.
-    Ok(if stored_hash.is_some() { Integrity::Mismatch } else { Integrity::Unverified })
+    (Integrity::Unverifiable, json::write_document(payload, TextForm::Display, out))
 }
 
 /// Lowercase hex of a digest.
@@ -117,6 +127,11 @@ fn hex_eq(text: &str, digest: &[u8; 32]) -> bool {
             .chunks(2)
             .zip(digest)
             .all(|(pair, byte)| matches!((digit(pair[0]), digit(pair[1])), (Some(hi), Some(lo)) if hi * 16 + lo == u32::from(*byte)))
+}
+
+/// Whether a stored hash is a SHA-256 in hex (either case): what reads print in lower case.
+pub fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 #[cfg(test)]
@@ -162,7 +177,8 @@ mod tests {
         let (jcs, _) = hash(&payload, HashForm::Jcs).unwrap();
         let check = |hash: Option<&str>, alg: Option<&str>| {
             let mut out = Vec::new();
-            let verdict = verify_into(&payload, hash, alg, &mut out).unwrap();
+            let (verdict, printed) = verify_into(&payload, hash, alg, &mut out);
+            printed.unwrap();
             (verdict, String::from_utf8(out).unwrap())
         };
         assert_eq!(check(Some(&legacy), None), (Integrity::Verified, r#"{"b":1,"a":"x"}"#.into()));
@@ -170,17 +186,33 @@ mod tests {
         assert_eq!(check(Some(&jcs.to_uppercase()), Some(JCS_ALG)).0, Integrity::Verified);
         // A JCS hash read as legacy (alg removed) is a different digest: reported, never trusted.
         assert_eq!(check(Some(&jcs), None).0, Integrity::Mismatch);
-        assert_eq!(check(Some(&legacy), Some("md5")), (Integrity::Mismatch, r#"{"b":1,"a":"x"}"#.into()));
+        assert_eq!(check(Some(&legacy), Some("md5")), (Integrity::Unverifiable, r#"{"b":1,"a":"x"}"#.into()));
         assert_eq!(check(None, None), (Integrity::Unverified, r#"{"b":1,"a":"x"}"#.into()));
 
         let tampered = raw(&doc! { "b": 1_i32, "a": "y" });
         let mut out = Vec::new();
-        assert_eq!(verify_into(&tampered, Some(&legacy), None, &mut out), Ok(Integrity::Mismatch));
+        assert_eq!(verify_into(&tampered, Some(&legacy), None, &mut out), (Integrity::Mismatch, Ok(())));
 
-        // A JCS pass whose payload has no canonical form is a mismatch, printed as stored.
+        // A pass whose payload has no exact text in its form is unverifiable in both forms, shown as stored.
         let dated = raw(&doc! { "at": mongodb::bson::DateTime::from_millis(0) });
-        let mut out = Vec::new();
-        assert_eq!(verify_into(&dated, Some(&jcs), Some(JCS_ALG), &mut out), Ok(Integrity::Mismatch));
-        assert_eq!(out, br#"{"at":"1970-01-01T00:00:00.000Z"}"#);
+        for alg in [Some(JCS_ALG), None] {
+            let mut out = Vec::new();
+            assert_eq!(verify_into(&dated, Some(&jcs), alg, &mut out), (Integrity::Unverifiable, Ok(())));
+            assert_eq!(out, br#"{"at":"1970-01-01T00:00:00.000Z"}"#);
+        }
+    }
+
+    /// `{a:1, a:2}` hashed as the text `{"a":1,"a":2}` is never verified: no JSON parser reads that text
+    /// as what was hashed. It is shown once, as a JavaScript object holds it.
+    #[test]
+    fn a_repeated_member_name_is_unverifiable_whatever_its_hash() {
+        let mut payload = RawDocumentBuf::new();
+        payload.append("a", 1_i32);
+        payload.append("a", 2_i32);
+        for (hash, alg) in [(sha(br#"{"a":1,"a":2}"#), None), (sha(br#"{"a":2}"#), None), (sha(br#"{"a":1,"a":2}"#), Some(JCS_ALG))] {
+            let mut out = Vec::new();
+            assert_eq!(verify_into(&payload, Some(&hash), alg, &mut out), (Integrity::Unverifiable, Ok(())));
+            assert_eq!(out, br#"{"a":2}"#);
+        }
     }
 }

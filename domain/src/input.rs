@@ -16,7 +16,7 @@ use crate::config::Limits;
 use crate::convert::convert_payload;
 use crate::error::ValidationError;
 use crate::hashing::{self, HashForm, JCS_ALG};
-use crate::schema::{JsNumber, Millis, PassKind, UserId};
+use crate::schema::{reserved, JsNumber, Millis, PassKind, MAX_SAFE_INTEGER};
 use crate::verified::ConvertedPayloads;
 
 /// A client timestamp: integral milliseconds since the epoch, positive, within JavaScript's safe range.
@@ -29,7 +29,7 @@ impl<'de> Deserialize<'de> for ClientMillis {
             JsNumber::Int(v) => v,
             JsNumber::Float(_) => return Err(de::Error::custom("timestamp must be whole milliseconds")),
         };
-        if !(1..=UserId::MAX).contains(&value) {
+        if !(1..=MAX_SAFE_INTEGER).contains(&value) {
             return Err(de::Error::custom("timestamp must be positive milliseconds since the epoch"));
         }
         Ok(ClientMillis(Millis(value)))
@@ -146,8 +146,11 @@ pub struct LogEntryInput {
     pub id: Option<String>,
 }
 
-/// Fields a client may not set inside a pass: the server owns them, or they only exist in responses.
-const SERVER_OWNED_PASS_FIELDS: [&str; 4] = ["_id", "payload_hash_alg", "payload_hash", "integrity"];
+/// Fields a client may not set inside a pass: the server owns them, or they only exist in responses (a
+/// client may send back a pass as it read it).
+fn server_owned(key: &str) -> bool {
+    matches!(key, "_id" | "payload_hash_alg" | "payload_hash") || reserved::is_reserved(key.as_bytes())
+}
 
 /// A validated pass, ready to store: its payload as BSON and its JCS hash computed here.
 #[derive(Debug, Clone, PartialEq)]
@@ -206,7 +209,9 @@ pub fn validate_passes(
             stored.append("payload_hash", hash);
             stored.append("payload_hash_alg", JCS_ALG);
             for (key, value) in &pass.extra {
-                if !SERVER_OWNED_PASS_FIELDS.contains(&key.as_str()) {
+                if !server_owned(key) {
+                    // The same rules as payload values: names MongoDB can store, bounded nesting, exact integers.
+                    check_value(&at(key), value, 1, limits)?;
                     let value = bson::to_bson(value)
                         .and_then(|v| RawBson::try_from(v).map_err(|e| <bson::ser::Error as serde::ser::Error>::custom(e.to_string())))
                         .map_err(|e| ValidationError::Invalid { field: at(key).to_string(), reason: e.to_string() })?;
@@ -275,9 +280,9 @@ pub fn validate_log_entry(entry: &LogEntryInput, limits: &Limits) -> Result<Docu
         });
     }
     let errors = Value::Array(entry.errors.clone());
-    check_value("errors", &errors, 0, limits)?;
+    check_value(&"errors", &errors, 0, limits)?;
     let data = entry.data.clone().map(Value::Object).unwrap_or(Value::Null);
-    check_value("data", &data, 0, limits)?;
+    check_value(&"data", &data, 0, limits)?;
     let size = serde_json::to_vec(&errors).map_or(usize::MAX, |v| v.len()) + serde_json::to_vec(&data).map_or(usize::MAX, |v| v.len());
     if size > limits.max_log_entry_bytes {
         return Err(ValidationError::PayloadTooLarge { field: "errors/data".into(), max: limits.max_log_entry_bytes });
@@ -306,24 +311,24 @@ fn check_text(field: &dyn fmt::Display, value: &str, max_chars: usize) -> Result
 
 /// Rejects what MongoDB cannot store or what would make a document unreasonably large: keys with a
 /// leading `$`, a `.` or NUL; nesting deeper than the limit; integers JavaScript cannot represent.
-fn check_value(field: &str, value: &Value, depth: usize, limits: &Limits) -> Result<(), ValidationError> {
+fn check_value(field: &dyn fmt::Display, value: &Value, depth: usize, limits: &Limits) -> Result<(), ValidationError> {
     if depth > limits.max_payload_depth {
-        return Err(ValidationError::Invalid { field: field.into(), reason: too_deep(limits) });
+        return Err(ValidationError::Invalid { field: field.to_string(), reason: too_deep(limits) });
     }
     match value {
         Value::Object(map) => check_object(field, map, depth, limits),
         Value::Array(items) => items.iter().try_for_each(|v| check_value(field, v, depth + 1, limits)),
         Value::Number(n) if n.is_f64() => Ok(()),
         Value::Number(n) => match n.as_i64() {
-            Some(v) if v.unsigned_abs() <= UserId::MAX as u64 => Ok(()),
-            _ => Err(ValidationError::Invalid { field: field.into(), reason: out_of_range(n) }),
+            Some(v) if v.unsigned_abs() <= MAX_SAFE_INTEGER as u64 => Ok(()),
+            _ => Err(ValidationError::Invalid { field: field.to_string(), reason: out_of_range(n) }),
         },
         _ => Ok(()),
     }
 }
 
-fn check_object(field: &str, map: &Map<String, Value>, depth: usize, limits: &Limits) -> Result<(), ValidationError> {
-    check_object_keys(&field, map)?;
+fn check_object(field: &dyn fmt::Display, map: &Map<String, Value>, depth: usize, limits: &Limits) -> Result<(), ValidationError> {
+    check_object_keys(field, map)?;
     map.values().try_for_each(|v| check_value(field, v, depth + 1, limits))
 }
 

@@ -5,22 +5,39 @@
 //! `JSON.stringify(payload)`, sorted for `sha256-jcs` — and the read responses, which carry exactly the
 //! text that was hashed. It walks the raw BSON of the MongoDB reply: no `Document` is built on a read.
 //!
+//! Anyone with write access to the collection can store BSON that no JSON text stands for exactly: repeated
+//! member names, integers beyond ±2^53, NaN, dates, nesting thousands of levels deep. The two hash forms
+//! refuse such values ([`NotJson`]), so a hash is only ever compared over text that means one thing to
+//! every JSON parser; [`TextForm::Display`] still shows them to clients, once per name and within
+//! [`MAX_DEPTH`]. Every walk is depth-bounded, so no stored document can exhaust the stack.
+//!
 //! The `serde_json_canonicalizer` crate is the reference this writer is tested (and fuzzed) against; it is
-//! not used here because it buffers and re-parses every member (26 µs for a 2 KiB payload, `bench/profile.md`).
+//! not used here because it buffers and re-parses every member (bench `payload_steps`).
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 
 use mongodb::bson::{Bson, RawBsonRef, RawDocument};
 
 use crate::bson_walk::{Doc, Value};
 
-/// How object members are ordered.
+/// Nesting levels a printed value may have (objects and arrays): MongoDB's own limit for stored
+/// documents. Deeper values exist only where an engine accepts more (DocumentDB does); they are not printed.
+pub const MAX_DEPTH: usize = 100;
+
+/// Which text of a stored value to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemberOrder {
-    /// As stored: `JSON.stringify` of the document as the Node driver reads it.
-    Stored,
-    /// RFC 8785: sorted by UTF-16 code units; only JSON values are allowed.
+pub enum TextForm {
+    /// `JSON.stringify(payload)` as the Node service hashed it: stored member order. Only values JSON
+    /// represents exactly (no repeated names, no integers beyond ±2^53, no NaN, no BSON-only types).
+    JsonStringify,
+    /// RFC 8785: members sorted by UTF-16 code units; the same values as [`TextForm::JsonStringify`].
     Canonical,
+    /// What a client is shown of a value no hash covers: stored member order, every BSON value as js-bson's
+    /// `toJSON` prints it (dates and ObjectIds as strings), a repeated name once (first position, last
+    /// value, as a JavaScript object holds it), integers with all their digits. Fails only on corrupt BSON,
+    /// invalid UTF-8 and nesting beyond [`MAX_DEPTH`].
+    Display,
 }
 
 /// Why a stored value cannot be printed in the requested form.
@@ -28,10 +45,12 @@ pub enum MemberOrder {
 pub enum NotJson {
     #[error("invalid BSON: {0}")]
     Corrupt(String),
-    #[error("a {0} has no canonical JSON form")]
+    #[error("a {0} has no exact JSON form")]
     Type(&'static str),
     #[error("member {0:?} appears twice")]
     DuplicateKey(String),
+    #[error("nested deeper than {MAX_DEPTH} levels")]
+    TooDeep,
 }
 
 impl NotJson {
@@ -40,24 +59,40 @@ impl NotJson {
     }
 }
 
-/// Appends the JSON text of `doc` to `out`. In [`MemberOrder::Stored`] every BSON value has a text (as
-/// js-bson's `toJSON` gives it); [`MemberOrder::Canonical`] refuses values JSON cannot carry.
-pub fn write_document(doc: &RawDocument, order: MemberOrder, out: &mut Vec<u8>) -> Result<(), NotJson> {
-    Writer::new(order, out).object(Doc::new(doc.as_bytes())?)
+/// Appends the JSON text of `doc` to `out`. On error `out` is left as it was.
+pub fn write_document(doc: &RawDocument, form: TextForm, out: &mut Vec<u8>) -> Result<(), NotJson> {
+    let start = out.len();
+    let written = Doc::new(doc.as_bytes()).and_then(|doc| Writer::new(form, out).object(doc));
+    restore_on_error(written, out, start)
 }
 
 /// Appends the JSON text of any stored value (see [`write_document`]).
-pub fn write_value(value: RawBsonRef<'_>, order: MemberOrder, out: &mut Vec<u8>) -> Result<(), NotJson> {
-    let mut writer = Writer::new(order, out);
-    match value {
-        RawBsonRef::Document(doc) => writer.object(Doc::new(doc.as_bytes())?),
-        RawBsonRef::Array(items) => writer.array(Doc::new(items.as_bytes())?),
+pub fn write_value(value: RawBsonRef<'_>, form: TextForm, out: &mut Vec<u8>) -> Result<(), NotJson> {
+    let start = out.len();
+    let written = match value {
+        RawBsonRef::Document(doc) => Doc::new(doc.as_bytes()).and_then(|doc| Writer::new(form, out).object(doc)),
+        RawBsonRef::Array(items) => Doc::new(items.as_bytes()).and_then(|items| Writer::new(form, out).array(items)),
         RawBsonRef::String(s) => {
-            write_str(s, writer.out);
+            write_str(s, out);
             Ok(())
         }
-        other => writer.scalar(other),
+        other => Writer::new(form, out).scalar(other),
+    };
+    restore_on_error(written, out, start)
+}
+
+/// Appends the JSON text of a value read by the framing-only reader (see [`write_document`]).
+pub(crate) fn write_walked(value: Value<'_>, form: TextForm, out: &mut Vec<u8>) -> Result<(), NotJson> {
+    let start = out.len();
+    let written = Writer::new(form, out).value(value);
+    restore_on_error(written, out, start)
+}
+
+fn restore_on_error(written: Result<(), NotJson>, out: &mut Vec<u8>, start: usize) -> Result<(), NotJson> {
+    if written.is_err() {
+        out.truncate(start);
     }
+    written
 }
 
 /// Appends a JSON string (quotes and escapes as `JSON.stringify` and RFC 8785 write them).
@@ -85,14 +120,13 @@ fn escaped(value: &str, out: &mut Vec<u8>) {
     let _ = serde_json::to_writer(&mut *out, value);
 }
 
-/// Appends a JavaScript number's text: integers as digits, everything else as `Number.prototype.toString`.
+/// The largest magnitude up to which every integer is a double: beyond it JavaScript (and so both hash
+/// forms) would print a different number than the one stored.
+const EXACT_INTEGER_LIMIT: u64 = 1 << 53;
+
+/// Appends an integer's decimal digits, all of them.
 pub fn write_i64(value: i64, out: &mut Vec<u8>) {
-    // Beyond 2^53 JavaScript holds (and prints) the nearest double.
-    if value.unsigned_abs() <= 1 << 53 {
-        out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
-    } else {
-        write_f64(value as f64, out);
-    }
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
 /// Appends a double as JavaScript prints it; `JSON.stringify` prints non-finite numbers as `null`.
@@ -183,60 +217,110 @@ impl<'d> Name<'d> {
     }
 }
 
-/// One JSON text being written. `members` holds the members of every object being sorted (canonical
-/// order), used as a stack by the recursion so sorting allocates once per text.
+/// One JSON text being written. `members` holds the members of every object being sorted or collapsed,
+/// and `names` the names of every object being checked for repeats, each used as a stack by the recursion
+/// so that a text allocates once, not once per object.
 struct Writer<'o, 'd> {
-    order: MemberOrder,
+    form: TextForm,
     out: &'o mut Vec<u8>,
     members: Vec<(Name<'d>, Value<'d>)>,
+    names: Vec<&'d [u8]>,
+    depth: usize,
 }
 
 impl<'o, 'd> Writer<'o, 'd> {
-    fn new(order: MemberOrder, out: &'o mut Vec<u8>) -> Self {
-        Writer { order, out, members: Vec::new() }
+    fn new(form: TextForm, out: &'o mut Vec<u8>) -> Self {
+        Writer { form, out, members: Vec::new(), names: Vec::new(), depth: 0 }
+    }
+
+    fn exact(&self) -> bool {
+        self.form != TextForm::Display
+    }
+
+    fn enter(&mut self) -> Result<(), NotJson> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(NotJson::TooDeep);
+        }
+        Ok(())
     }
 
     fn object(&mut self, doc: Doc<'d>) -> Result<(), NotJson> {
+        self.enter()?;
         self.out.push(b'{');
-        match self.order {
-            MemberOrder::Stored => {
-                let mut first = true;
-                for element in doc.elements() {
-                    let (key, value) = element?;
-                    // JSON.stringify leaves out `undefined` members.
-                    if matches!(value, Value::Undefined) {
-                        continue;
-                    }
-                    if !first {
-                        self.out.push(b',');
-                    }
-                    first = false;
-                    self.member(Name::new(key)?, value)?;
-                }
-            }
-            MemberOrder::Canonical => {
-                let start = self.members.len();
-                for element in doc.elements() {
-                    let (key, value) = element?;
-                    if !matches!(value, Value::Undefined) {
-                        self.members.push((Name::new(key)?, value));
-                    }
-                }
-                self.members[start..].sort_unstable_by(|a, b| a.0.order(b.0));
-                for i in start..self.members.len() {
-                    let (key, value) = self.members[i];
-                    if i > start {
-                        if self.members[i - 1].0.bytes == key.bytes {
-                            return Err(NotJson::DuplicateKey(String::from_utf8_lossy(key.bytes).into_owned()));
-                        }
-                        self.out.push(b',');
-                    }
-                    self.member(key, value)?;
-                }
-                self.members.truncate(start);
-            }
+        match self.form {
+            TextForm::JsonStringify => self.stored_order_members(doc)?,
+            TextForm::Canonical => self.canonical_members(doc)?,
+            TextForm::Display => self.display_members(doc)?,
         }
         self.out.push(b'}');
+        self.depth -= 1;
+        Ok(())
+    }
+
+    /// Members as stored, each name at most once.
+    fn stored_order_members(&mut self, doc: Doc<'d>) -> Result<(), NotJson> {
+        let start = self.names.len();
+        for element in doc.elements() {
+            let (key, value) = element?;
+            if self.names.len() > start {
+                self.out.push(b',');
+            }
+            self.names.push(key);
+            self.member(Name::new(key)?, value)?;
+        }
+        if let Some(name) = repeated_name(&mut self.names[start..]) {
+            return Err(NotJson::DuplicateKey(String::from_utf8_lossy(name).into_owned()));
+        }
+        self.names.truncate(start);
+        Ok(())
+    }
+
+    /// Members sorted by RFC 8785's order; a repeated name has no canonical form.
+    fn canonical_members(&mut self, doc: Doc<'d>) -> Result<(), NotJson> {
+        let start = self.members.len();
+        for element in doc.elements() {
+            let (key, value) = element?;
+            self.members.push((Name::new(key)?, value));
+        }
+        self.members[start..].sort_unstable_by(|a, b| a.0.order(b.0));
+        for i in start..self.members.len() {
+            let (key, value) = self.members[i];
+            if i > start {
+                if self.members[i - 1].0.bytes == key.bytes {
+                    return Err(NotJson::DuplicateKey(String::from_utf8_lossy(key.bytes).into_owned()));
+                }
+                self.out.push(b',');
+            }
+            self.member(key, value)?;
+        }
+        self.members.truncate(start);
+        Ok(())
+    }
+
+    /// Members as stored, `undefined` left out as `JSON.stringify` does, a repeated name once.
+    fn display_members(&mut self, doc: Doc<'d>) -> Result<(), NotJson> {
+        let start = self.members.len();
+        for element in doc.elements() {
+            let (key, value) = element?;
+            if !matches!(value, Value::Undefined) {
+                self.members.push((Name::new(key)?, value));
+            }
+        }
+        let kept = last_value_at_first_position(&mut self.members[start..], |member| member.0.bytes);
+        let mut first = true;
+        for i in start..self.members.len() {
+            if !kept[i - start] {
+                continue;
+            }
+            if !first {
+                self.out.push(b',');
+            }
+            first = false;
+            let (key, value) = self.members[i];
+            self.member(key, value)?;
+        }
+        self.members.truncate(start);
         Ok(())
     }
 
@@ -247,53 +331,54 @@ impl<'o, 'd> Writer<'o, 'd> {
     }
 
     fn array(&mut self, items: Doc<'d>) -> Result<(), NotJson> {
+        self.enter()?;
         self.out.push(b'[');
         for (i, item) in items.elements().enumerate() {
             if i > 0 {
                 self.out.push(b',');
             }
-            match item?.1 {
-                // In arrays, `undefined` prints as null.
-                Value::Undefined => self.out.extend_from_slice(b"null"),
-                value => self.value(value)?,
-            }
+            self.value(item?.1)?;
         }
         self.out.push(b']');
+        self.depth -= 1;
         Ok(())
     }
 
     fn value(&mut self, value: Value<'d>) -> Result<(), NotJson> {
         match value {
-            Value::Document(doc) => self.object(doc)?,
-            Value::Array(items) => self.array(items)?,
-            Value::String(bytes) => write_stored_str(bytes, self.out)?,
-            // Every other value prints as the `bson` crate reads it, in one place.
-            Value::Boolean(b) => self.scalar(RawBsonRef::Boolean(b))?,
-            Value::Null => self.scalar(RawBsonRef::Null)?,
-            Value::Undefined => self.scalar(RawBsonRef::Undefined)?,
-            Value::Int32(v) => self.scalar(RawBsonRef::Int32(v))?,
-            Value::Int64(v) => self.scalar(RawBsonRef::Int64(v))?,
-            Value::Double(v) => self.scalar(RawBsonRef::Double(v))?,
-            Value::Other(kind, bytes) => self.scalar(Value::decode_other(kind, bytes)?.as_raw_bson_ref())?,
+            Value::Document(doc) => self.object(doc),
+            Value::Array(items) => self.array(items),
+            Value::String(bytes) => write_stored_str(bytes, self.out),
+            Value::Boolean(b) => self.scalar(RawBsonRef::Boolean(b)),
+            Value::Null => self.scalar(RawBsonRef::Null),
+            Value::Undefined => self.scalar(RawBsonRef::Undefined),
+            Value::Int32(v) => self.scalar(RawBsonRef::Int32(v)),
+            Value::Int64(v) => self.scalar(RawBsonRef::Int64(v)),
+            Value::Double(v) => self.scalar(RawBsonRef::Double(v)),
+            // Code with scope holds a document: printed by this writer, within its depth bound.
+            Value::Other(0x0F, bytes) if !self.exact() => self.code_with_scope(bytes),
+            Value::Other(kind, bytes) => self.scalar(Value::decode_other(kind, bytes)?.as_raw_bson_ref()),
         }
-        Ok(())
     }
 
     /// Values other than documents, arrays and strings, as the `bson` crate reads them.
     fn scalar(&mut self, value: RawBsonRef<'_>) -> Result<(), NotJson> {
+        let exact = self.exact();
         let out = &mut *self.out;
-        let canonical = self.order == MemberOrder::Canonical;
         match value {
             RawBsonRef::Document(_) | RawBsonRef::Array(_) | RawBsonRef::String(_) => {
-                return write_value(value, self.order, out);
+                return Err(NotJson::Corrupt("a nested value outside the walk".into()));
             }
             RawBsonRef::Boolean(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
-            RawBsonRef::Null | RawBsonRef::Undefined => out.extend_from_slice(b"null"),
+            RawBsonRef::Null => out.extend_from_slice(b"null"),
             RawBsonRef::Int32(v) => write_i64(v.into(), out),
+            RawBsonRef::Int64(v) if exact && v.unsigned_abs() > EXACT_INTEGER_LIMIT => return Err(NotJson::Type("integer beyond ±2^53")),
             RawBsonRef::Int64(v) => write_i64(v, out),
-            RawBsonRef::Double(v) if canonical && !v.is_finite() => return Err(NotJson::Type("non-finite number")),
+            RawBsonRef::Double(v) if exact && !v.is_finite() => return Err(NotJson::Type("non-finite number")),
             RawBsonRef::Double(v) => write_f64(v, out),
-            _ if canonical => return Err(NotJson::Type(type_name(value))),
+            _ if exact => return Err(NotJson::Type(type_name(value))),
+            // In arrays `undefined` prints as null (objects leave it out before it gets here).
+            RawBsonRef::Undefined => out.extend_from_slice(b"null"),
             RawBsonRef::Symbol(s) => write_str(s, out),
             // Date.prototype.toJSON and ObjectId.prototype.toJSON both print a string.
             RawBsonRef::DateTime(at) => match at.try_to_rfc3339_string() {
@@ -301,7 +386,7 @@ impl<'o, 'd> Writer<'o, 'd> {
                 Err(_) => out.extend_from_slice(b"null"),
             },
             RawBsonRef::ObjectId(oid) => write_str(&oid.to_hex(), out),
-            // Other BSON types never come from JSON; js-bson prints their extended JSON.
+            // Other BSON types never come from JSON and hold no document; js-bson prints their extended JSON.
             other => {
                 let value = Bson::try_from(other.to_raw_bson()).map_err(NotJson::corrupt)?.into_relaxed_extjson();
                 let _ = serde_json::to_writer(&mut *out, &value);
@@ -309,6 +394,53 @@ impl<'o, 'd> Writer<'o, 'd> {
         }
         Ok(())
     }
+
+    /// `{"$code": …, "$scope": …}`, extended JSON's form, from the value's bytes: total length, code, scope.
+    fn code_with_scope(&mut self, bytes: &'d [u8]) -> Result<(), NotJson> {
+        let corrupt = || NotJson::Corrupt("malformed code with scope".into());
+        let code_len = bytes.get(4..8).and_then(|b| <[u8; 4]>::try_from(b).ok()).map(i32::from_le_bytes).ok_or_else(corrupt)?;
+        let code_end = usize::try_from(code_len).ok().and_then(|len| len.checked_add(8)).ok_or_else(corrupt)?;
+        let code = bytes.get(8..code_end).and_then(|b| b.split_last()).filter(|(nul, _)| **nul == 0).ok_or_else(corrupt)?.1;
+        let scope = Doc::new(bytes.get(code_end..).ok_or_else(corrupt)?)?;
+        self.out.extend_from_slice(b"{\"$code\":");
+        write_stored_str(code, self.out)?;
+        self.out.extend_from_slice(b",\"$scope\":");
+        self.object(scope)?;
+        self.out.push(b'}');
+        Ok(())
+    }
+}
+
+/// A name that appears more than once among `names` (reordered in the search).
+fn repeated_name<'d>(names: &mut [&'d [u8]]) -> Option<&'d [u8]> {
+    // Objects are small: comparing pairs is cheaper than sorting until a few dozen members.
+    if names.len() <= 16 {
+        return names.iter().enumerate().find(|(i, a)| names[i + 1..].contains(a)).map(|(_, a)| *a);
+    }
+    names.sort_unstable();
+    names.windows(2).find(|pair| pair[0] == pair[1]).map(|pair| pair[0])
+}
+
+/// Collapses repeated names the way a JavaScript object holds them: the first occurrence keeps its
+/// position and takes the last occurrence's value. Returns which members remain.
+pub(crate) fn last_value_at_first_position<T: Copy, K: Eq + std::hash::Hash + Copy>(members: &mut [T], key: impl Fn(&T) -> K) -> Vec<bool> {
+    let mut kept = vec![true; members.len()];
+    if members.len() < 2 {
+        return kept;
+    }
+    let mut first_at: HashMap<K, usize> = HashMap::with_capacity(members.len());
+    for i in 0..members.len() {
+        match first_at.entry(key(&members[i])) {
+            std::collections::hash_map::Entry::Occupied(first) => {
+                members[*first.get()] = members[i];
+                kept[i] = false;
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(i);
+            }
+        }
+    }
+    kept
 }
 
 /// RFC 8785 §3.2.3 orders members by their names' UTF-16 code units. UTF-8 byte order is code point order,
@@ -324,8 +456,9 @@ pub(crate) fn member_order(a: &[u8], b: &[u8], either_ascii: bool) -> Ordering {
     }
 }
 
-fn type_name(value: RawBsonRef<'_>) -> &'static str {
+pub(crate) fn type_name(value: RawBsonRef<'_>) -> &'static str {
     match value {
+        RawBsonRef::Undefined => "undefined",
         RawBsonRef::DateTime(_) => "date",
         RawBsonRef::ObjectId(_) => "ObjectId",
         RawBsonRef::Symbol(_) => "symbol",
@@ -333,6 +466,7 @@ fn type_name(value: RawBsonRef<'_>) -> &'static str {
         RawBsonRef::Decimal128(_) => "decimal128",
         RawBsonRef::Timestamp(_) => "timestamp",
         RawBsonRef::RegularExpression(_) => "regular expression",
+        RawBsonRef::JavaScriptCode(_) | RawBsonRef::JavaScriptCodeWithScope(_) => "JavaScript code",
         _ => "non-JSON BSON value",
     }
 }
@@ -342,10 +476,10 @@ mod tests {
     use super::*;
     use mongodb::bson::{doc, oid::ObjectId, DateTime, RawDocumentBuf};
 
-    fn text(doc: &mongodb::bson::Document, order: MemberOrder) -> Result<String, NotJson> {
+    fn text(doc: &mongodb::bson::Document, form: TextForm) -> Result<String, NotJson> {
         let raw = RawDocumentBuf::from_document(doc).unwrap();
         let mut out = Vec::new();
-        write_document(&raw, order, &mut out)?;
+        write_document(&raw, form, &mut out)?;
         Ok(String::from_utf8(out).unwrap())
     }
 
@@ -356,7 +490,7 @@ mod tests {
             "activation": { "start": 1_732_400_000_001_i64, "end": Bson::Null }, "tags": ["a", "b"],
         };
         let expected = r#"{"pass_uuid":"uuid-1","fare":{"amount":2.75,"currency":"USD"},"rides":1,"valid":true,"activation":{"start":1732400000001,"end":null},"tags":["a","b"]}"#;
-        assert_eq!(text(&payload, MemberOrder::Stored).unwrap(), expected);
+        assert_eq!(text(&payload, TextForm::JsonStringify).unwrap(), expected);
     }
 
     #[test]
@@ -369,20 +503,22 @@ mod tests {
             (Bson::Double(1e-7), "1e-7"),
             (Bson::Double(123456789012345680000.0), "123456789012345680000"),
             (Bson::Double(f64::NAN), "null"),
-            (Bson::Int64(9_007_199_254_740_993), "9007199254740992"),
+            (Bson::Int64(9_007_199_254_740_993), "9007199254740993"),
             (Bson::Int32(-5), "-5"),
             (Bson::String("a\"b\\c\n\u{1}é\u{2028}".into()), "\"a\\\"b\\\\c\\n\\u0001é\u{2028}\""),
         ];
         for (value, expected) in cases {
-            assert_eq!(text(&doc! { "v": value.clone() }, MemberOrder::Stored).unwrap(), format!("{{\"v\":{expected}}}"), "{value:?}");
+            assert_eq!(text(&doc! { "v": value.clone() }, TextForm::Display).unwrap(), format!("{{\"v\":{expected}}}"), "{value:?}");
         }
     }
 
     #[test]
-    fn undefined_is_dropped_from_objects_and_null_in_arrays() {
+    fn undefined_is_shown_as_json_stringify_does_and_has_no_exact_form() {
         let payload = doc! { "a": Bson::Undefined, "b": [Bson::Undefined, 1_i32] };
-        assert_eq!(text(&payload, MemberOrder::Stored).unwrap(), r#"{"b":[null,1]}"#);
-        assert_eq!(text(&payload, MemberOrder::Canonical).unwrap(), r#"{"b":[null,1]}"#);
+        assert_eq!(text(&payload, TextForm::Display).unwrap(), r#"{"b":[null,1]}"#);
+        for form in [TextForm::JsonStringify, TextForm::Canonical] {
+            assert_eq!(text(&payload, form), Err(NotJson::Type("undefined")));
+        }
     }
 
     #[test]
@@ -390,9 +526,14 @@ mod tests {
         let at = DateTime::from_millis(1_732_400_000_001);
         let oid = ObjectId::parse_str("65a1b2c3d4e5f60718293a4b").unwrap();
         let payload = doc! { "at": at, "id": oid };
-        assert_eq!(text(&payload, MemberOrder::Stored).unwrap(), r#"{"at":"2024-11-23T22:13:20.001Z","id":"65a1b2c3d4e5f60718293a4b"}"#);
-        assert_eq!(text(&payload, MemberOrder::Canonical), Err(NotJson::Type("date")));
-        assert!(text(&doc! { "n": f64::INFINITY }, MemberOrder::Canonical).is_err());
+        assert_eq!(text(&payload, TextForm::Display).unwrap(), r#"{"at":"2024-11-23T22:13:20.001Z","id":"65a1b2c3d4e5f60718293a4b"}"#);
+        for form in [TextForm::JsonStringify, TextForm::Canonical] {
+            assert_eq!(text(&payload, form), Err(NotJson::Type("date")));
+            assert_eq!(text(&doc! { "n": f64::INFINITY }, form), Err(NotJson::Type("non-finite number")));
+            assert_eq!(text(&doc! { "n": f64::NAN }, form), Err(NotJson::Type("non-finite number")));
+            assert_eq!(text(&doc! { "n": 9_007_199_254_740_993_i64 }, form), Err(NotJson::Type("integer beyond ±2^53")));
+            assert_eq!(text(&doc! { "n": -9_007_199_254_740_992_i64 }, form).unwrap(), r#"{"n":-9007199254740992}"#);
+        }
     }
 
     /// The reference implementation and this writer agree on RFC 8785's own examples and on sorting by
@@ -411,7 +552,7 @@ mod tests {
         let expected = serde_json_canonicalizer::to_string(&input).unwrap();
         assert!(expected.contains(r#""numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27]"#), "{expected}");
         let stored = mongodb::bson::to_document(&input).unwrap();
-        assert_eq!(text(&stored, MemberOrder::Canonical).unwrap(), expected);
+        assert_eq!(text(&stored, TextForm::Canonical).unwrap(), expected);
     }
 
     #[test]
@@ -437,6 +578,57 @@ mod tests {
         raw.append("a", 1_i32);
         raw.append("a", 2_i32);
         let mut out = Vec::new();
-        assert_eq!(write_document(&raw, MemberOrder::Canonical, &mut out), Err(NotJson::DuplicateKey("a".into())));
+        assert_eq!(write_document(&raw, TextForm::Canonical, &mut out), Err(NotJson::DuplicateKey("a".into())));
+        assert_eq!(write_document(&raw, TextForm::JsonStringify, &mut out), Err(NotJson::DuplicateKey("a".into())));
+        assert!(out.is_empty(), "a failed write leaves nothing behind");
+    }
+
+    /// A JavaScript object holds a repeated name once, where it first appeared, with the last value.
+    #[test]
+    fn display_shows_a_repeated_name_once_with_its_last_value() {
+        let mut inner = RawDocumentBuf::new();
+        inner.append("x", 1_i32);
+        inner.append("y", true);
+        inner.append("x", 3_i32);
+        let mut raw = RawDocumentBuf::new();
+        raw.append("a", 1_i32);
+        raw.append("b", inner);
+        raw.append("a", 2_i32);
+        let mut out = Vec::new();
+        write_document(&raw, TextForm::Display, &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), r#"{"a":2,"b":{"x":3,"y":true}}"#);
+        // Many members (past the pairwise search) are checked the same way.
+        let mut wide = RawDocumentBuf::new();
+        for i in 0..40 {
+            wide.append(format!("k{}", i % 30), i);
+        }
+        let mut out = Vec::new();
+        assert!(matches!(write_document(&wide, TextForm::JsonStringify, &mut out), Err(NotJson::DuplicateKey(_))));
+        write_document(&wide, TextForm::Display, &mut out).unwrap();
+        let shown: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&out).unwrap();
+        assert_eq!((shown.len(), shown["k0"].as_i64(), shown["k29"].as_i64()), (30, Some(30), Some(29)));
+    }
+
+    /// Nesting of any depth is refused past the bound in every form, without exhausting the stack.
+    #[test]
+    fn nesting_past_the_bound_is_refused_not_overflowed() {
+        fn nested(levels: usize) -> RawDocumentBuf {
+            let mut doc = RawDocumentBuf::new();
+            doc.append("leaf", 1_i32);
+            for _ in 1..levels {
+                let mut outer = RawDocumentBuf::new();
+                outer.append("d", doc);
+                doc = outer;
+            }
+            doc
+        }
+        for form in [TextForm::JsonStringify, TextForm::Canonical, TextForm::Display] {
+            let mut out = Vec::new();
+            assert_eq!(write_document(&nested(MAX_DEPTH), form, &mut out), Ok(()));
+            for levels in [MAX_DEPTH + 1, 10_000] {
+                let mut out = Vec::new();
+                assert_eq!(write_document(&nested(levels), form, &mut out), Err(NotJson::TooDeep), "{levels} levels");
+            }
+        }
     }
 }

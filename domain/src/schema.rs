@@ -21,6 +21,17 @@ pub mod field {
     pub const LOG_ENTRY_ID: &str = "id";
 }
 
+/// Names the service computes for a read. A stored field with one of these names would stand in for the
+/// service's own verdict, so reads leave it out and writes drop it when merging a stored pass.
+pub mod reserved {
+    /// Pass fields the service computes: never shown from storage, never kept by a merge.
+    pub const PASS_FIELDS: [&str; 1] = ["integrity"];
+
+    pub fn is_reserved(name: &[u8]) -> bool {
+        PASS_FIELDS.iter().any(|reserved| reserved.as_bytes() == name)
+    }
+}
+
 /// Which of the two pass arrays (and its log) an operation targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -92,14 +103,17 @@ impl Selection {
     }
 }
 
+/// 2^53 - 1, JavaScript's `Number.MAX_SAFE_INTEGER`: the largest integer every party (the Node service,
+/// JSON parsers, RFC 8785) holds exactly.
+pub const MAX_SAFE_INTEGER: i64 = 9_007_199_254_740_991;
+
 /// A user id: a positive integer that a JavaScript number can hold exactly (the Node service shares it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct UserId(i64);
 
 impl UserId {
-    /// 2^53 - 1, `Number.MAX_SAFE_INTEGER`.
-    pub const MAX: i64 = 9_007_199_254_740_991;
+    pub const MAX: i64 = MAX_SAFE_INTEGER;
 
     pub fn new(value: i64) -> Option<UserId> {
         (1..=Self::MAX).contains(&value).then_some(UserId(value))
@@ -149,13 +163,15 @@ impl From<Millis> for Bson {
 
 impl Millis {
     /// Milliseconds from a stored number. Date.now() stored as a double is integral; a fraction carries
-    /// no meaning for milliseconds; a non-finite number is no time.
+    /// no meaning for milliseconds. Only instants from the epoch up to JavaScript's largest exact integer
+    /// are times: anything else (negative, 1e300, NaN) was never written by a clock and reads as unknown.
     pub fn from_number(number: JsNumber) -> Option<Millis> {
-        match number {
-            JsNumber::Int(v) => Some(Millis(v)),
-            JsNumber::Float(v) if v.is_finite() => Some(Millis(v.trunc() as i64)),
-            JsNumber::Float(_) => None,
-        }
+        let millis = match number {
+            JsNumber::Int(v) => v,
+            JsNumber::Float(v) if (0.0..=MAX_SAFE_INTEGER as f64).contains(&v) => v.trunc() as i64,
+            JsNumber::Float(_) => return None,
+        };
+        (0..=MAX_SAFE_INTEGER).contains(&millis).then_some(Millis(millis))
     }
 }
 
@@ -194,7 +210,7 @@ impl JsNumber {
 
     pub fn from_f64(v: f64) -> JsNumber {
         // Only integral values in the exactly representable range become integers.
-        if v.fract() == 0.0 && v.abs() <= UserId::MAX as f64 {
+        if v.fract() == 0.0 && v.abs() <= MAX_SAFE_INTEGER as f64 {
             JsNumber::Int(v as i64)
         } else {
             JsNumber::Float(v)

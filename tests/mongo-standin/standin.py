@@ -90,8 +90,21 @@ def _patch_array_elem_at():
     mm_aggregate._Parser._handle_array_operator = handle
 
 
+def _patch_not():
+    """`{$not: [expr]}` negates expr; mongomock 4.3 negates the (always truthy) list itself."""
+    original = mm_aggregate._Parser._handle_boolean_operator
+
+    def handle(self, operator, values):
+        if operator == "$not" and isinstance(values, list) and len(values) == 1:
+            return not self._parse_to_bool(values[0])
+        return original(self, operator, values)
+
+    mm_aggregate._Parser._handle_boolean_operator = handle
+
+
 _patch_merge_objects()
 _patch_array_elem_at()
+_patch_not()
 
 
 # --- server state ---------------------------------------------------------------------------------

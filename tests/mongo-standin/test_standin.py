@@ -93,6 +93,14 @@ def test_pipeline_update_merges_objects_and_upserts(db):
     assert db.c.find_one_and_update({"user_id": 1}, stale, return_document=ReturnDocument.AFTER)["timestamp"] == 10
 
 
+def test_not_negates_its_one_argument(db):
+    db.c.insert_one({"k": "a", "o": {"a": 1, "integrity": "verified"}})
+    kept = {"$filter": {"input": {"$objectToArray": "$o"}, "as": "f", "cond": {"$not": [{"$in": ["$$f.k", ["integrity"]]}]}}}
+    projected = list(db.c.aggregate([{"$project": {"_id": 0, "t": {"$not": [False]}, "f": {"$not": [{"$eq": ["$k", "a"]}]},
+                                                   "o": {"$arrayToObject": kept}}}]))
+    assert projected == [{"t": True, "f": False, "o": {"a": 1}}]
+
+
 def test_find_and_modify_before_after_and_remove(db):
     db.c.insert_one({"k": 1, "v": 1})
     before = db.c.find_one_and_update({"k": 1}, {"$inc": {"v": 1}})

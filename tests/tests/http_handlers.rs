@@ -287,12 +287,14 @@ async fn legacy_documents_are_served_verified() {
 }
 
 #[tokio::test]
-async fn status_500_for_a_corrupt_document_without_internals() {
-    let (db, state) = setup("h500").await;
+async fn a_damaged_document_is_served_degraded_with_a_metric() {
+    let (db, state) = setup("hdegraded").await;
     db.insert_raw(&[doc! { "user_id": 7_i64, "timestamp": 1_i64, "passes": "not an array" }]).await;
     let reply = call(&state, Operation::GetTickets, HttpEvent::new("GET", TICKETS).auth(Auth::user(7))).await;
-    assert_eq!((reply.status, reply.error_code()), (500, Some("internal")));
-    assert_eq!(reply.body["error"]["message"], "internal error");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["passes"], json!([]));
+    assert_eq!(reply.body["degraded"], json!([{ "path": "passes", "reason": "stored as a string, not an array" }]));
+    assert_eq!(state.metrics.total(Metric::DegradedRead), 1.0);
 }
 
 #[tokio::test]

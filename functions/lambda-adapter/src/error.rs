@@ -32,6 +32,11 @@ pub enum ApiError {
     StaleWrite { stored: Millis },
     #[error("the request body is larger than {max} bytes")]
     BodyTooLarge { max: usize },
+    #[error(
+        "the response would be {bytes} bytes, over Lambda's 6 MB limit; ask for less: one array at a time \
+         (format=passes or format=passes4) instead of format={selection}"
+    )]
+    ResponseTooLarge { bytes: usize, selection: &'static str },
     #[error(transparent)]
     Validation(#[from] ValidationError),
     #[error("the ticket cache is temporarily unavailable, retry later")]
@@ -46,7 +51,7 @@ impl From<CacheError> for ApiError {
             CacheError::Validation(e) => ApiError::Validation(e),
             CacheError::StaleWrite { stored } => ApiError::StaleWrite { stored },
             CacheError::Unavailable(_) | CacheError::Timeout(_) | CacheError::WriteConcern(_) => ApiError::Unavailable,
-            CacheError::Database(_) | CacheError::Unreadable(_) => ApiError::Internal,
+            CacheError::Database(_) => ApiError::Internal,
         }
     }
 }
@@ -63,7 +68,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::StaleWrite { .. } => StatusCode::CONFLICT,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Validation(_) | ApiError::ResponseTooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -83,6 +88,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::StaleWrite { .. } => "stale_write",
             ApiError::BodyTooLarge { .. } => "body_too_large",
+            ApiError::ResponseTooLarge { .. } => "response_too_large",
             ApiError::Validation(ValidationError::HashMismatch { .. }) => "payload_hash_mismatch",
             ApiError::Validation(_) => "validation_failed",
             ApiError::Unavailable => "unavailable",

@@ -1,7 +1,7 @@
 //! The HTTP handlers: request → identity → domain call → response. No cache logic lives here.
 
 use domain::mongodb::bson::DateTime;
-use domain::{CacheError, LogEntryInput, PassUpdate, PushOutcome, Selection, UserId};
+use domain::{CacheError, Integrity, LogEntryInput, PassUpdate, PushOutcome, Selection, UserId};
 use lambda_http::http::{header, HeaderMap, HeaderValue, StatusCode};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -61,12 +61,27 @@ async fn get_tickets(state: &AppState, user: UserId, request: &Request) -> Resul
         state.metrics.emit(&[(Metric::CacheMiss, 1.0)]);
         return Err(ApiError::NotFound);
     };
-    let mismatches = tickets.mismatches();
-    if mismatches > 0 {
-        tracing::warn!(user_id = %user, mismatches, "stored payloads do not match their hashes");
+    let mismatches = tickets.count(Integrity::Mismatch);
+    let unverifiable = tickets.count(Integrity::Unverifiable);
+    if mismatches + unverifiable > 0 {
+        tracing::warn!(user_id = %user, mismatches, unverifiable, "stored payloads are not what their hashes cover");
+    }
+    if !tickets.degraded.is_empty() {
+        let parts: Vec<&str> = tickets.degraded.iter().map(|part| part.path.as_str()).collect();
+        tracing::warn!(user_id = %user, ?parts, "parts of the stored document could not be served");
     }
     let outcome = if tickets.stale { Metric::CacheStale } else { Metric::CacheHit };
-    state.metrics.emit(&[(outcome, 1.0), (Metric::IntegrityMismatch, mismatches as f64)]);
+    state.metrics.emit(&[
+        (outcome, 1.0),
+        (Metric::IntegrityMismatch, mismatches as f64),
+        (Metric::IntegrityUnverifiable, unverifiable as f64),
+        (Metric::DegradedRead, tickets.degraded.len() as f64),
+    ]);
+    let size = crate::response::size_in_lambda_response(&tickets.json);
+    if size > crate::response::MAX_BODY_IN_LAMBDA_RESPONSE {
+        state.metrics.emit(&[(Metric::ResponseTooLarge, 1.0)]);
+        return Err(ApiError::ResponseTooLarge { bytes: size, selection: selection.as_str() });
+    }
 
     let not_modified = if_none_match(request.headers(), &tickets.etag);
     let mut response = if not_modified {
