@@ -286,9 +286,9 @@ impl<'d> PassWriter<'d, '_> {
         out.extend_from_slice(integrity.as_str().as_bytes());
         out.push(b'"');
         let kept = json::last_value_at_first_position(&mut self.extras, |extra| extra.0);
-        for i in 0..self.extras.len() {
+        for (i, kept) in kept.into_iter().enumerate() {
             let (key, value) = self.extras[i];
-            if !kept[i] {
+            if !kept {
                 continue;
             }
             let Ok(name) = std::str::from_utf8(key) else {

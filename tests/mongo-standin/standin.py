@@ -22,6 +22,7 @@ import threading
 import time
 
 import bson
+import bson.errors
 from bson.codec_options import CodecOptions
 from bson.int64 import Int64
 import mongomock
@@ -533,7 +534,14 @@ class Handler(socketserver.StreamRequestHandler):
                 length, request_id, _, opcode = struct.unpack("<iiii", header)
                 body = read_exact(self.rfile, length - 16)
                 if opcode == OP_MSG:
-                    flags, cmd = parse_op_msg(body)
+                    try:
+                        flags, cmd = parse_op_msg(body)
+                    except (bson.errors.InvalidBSON, RecursionError) as exc:
+                        # What a server says of bytes it cannot read; the connection stays usable.
+                        reply = error_reply("invalid BSON: %s" % exc, 22, "InvalidBSON")
+                        self.wfile.write(encode_op_msg(next(request_ids), request_id, reply))
+                        self.wfile.flush()
+                        continue
                     db = cmd.pop("$db", "admin")
                     for meta in ("lsid", "$clusterTime", "$readPreference", "txnNumber", "autocommit", "startTransaction"):
                         cmd.pop(meta, None)
@@ -587,6 +595,10 @@ def main(argv=None):
     parser.add_argument("--reply-delay-ms", type=int, default=int(os.environ.get("STANDIN_REPLY_DELAY_MS", "0")))
     args = parser.parse_args(argv)
 
+    # Documents as deep as real engines store (DocumentDB keeps 10,000 levels): BSON decoding, mongomock's
+    # copies and encoding all recurse, so connection threads get a deep stack and Python a high limit.
+    threading.stack_size(512 * 1024 * 1024)
+    sys.setrecursionlimit(200_000)
     server = Server((args.host, args.port), Handler)
     server.state = State(args.reply_delay_ms)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))

@@ -7,6 +7,10 @@ import sys
 import threading
 import time
 
+import socket
+import struct
+
+import bson
 import pytest
 from bson.int64 import Int64
 from pymongo import MongoClient, ReturnDocument
@@ -99,6 +103,27 @@ def test_not_negates_its_one_argument(db):
     projected = list(db.c.aggregate([{"$project": {"_id": 0, "t": {"$not": [False]}, "f": {"$not": [{"$eq": ["$k", "a"]}]},
                                                    "o": {"$arrayToObject": kept}}}]))
     assert projected == [{"t": True, "f": False, "o": {"a": 1}}]
+
+
+def test_unreadable_bson_is_refused_and_the_connection_survives(server):
+    port = int(server.rsplit(":", 1)[1].strip("/"))
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        # OP_MSG whose one document holds a string that is not UTF-8.
+        doc = bson.encode({"insert": "c", "$db": "d", "s": "\x11\x12"}).replace(b"\x11\x12", b"\xff\xfe")
+        body = struct.pack("<I", 0) + b"\x00" + doc
+        conn.sendall(struct.pack("<iiii", 16 + len(body), 7, 0, 2013) + body)
+        header = conn.recv(16)
+        length = struct.unpack("<i", header[:4])[0]
+        reply = b""
+        while len(reply) < length - 16:
+            reply += conn.recv(length - 16 - len(reply))
+        answer = bson.decode(reply[5:])
+        assert (answer["ok"], answer["code"]) == (0.0, 22)
+        # The same connection still answers.
+        ping = bson.encode({"ping": 1, "$db": "admin"})
+        body = struct.pack("<I", 0) + b"\x00" + ping
+        conn.sendall(struct.pack("<iiii", 16 + len(body), 8, 0, 2013) + body)
+        assert struct.unpack("<iiii", conn.recv(16))[3] == 2013
 
 
 def test_find_and_modify_before_after_and_remove(db):

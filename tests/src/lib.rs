@@ -433,13 +433,19 @@ fn template_matches(template: &str, path: &str) -> bool {
 
 /// The function-side state over a test database, recording metrics in memory.
 pub fn app_state(db: &TestDb, access: domain::AccessConfig) -> lambda_adapter::AppState {
+    app_state_on(&db.client, db, access)
+}
+
+/// [`app_state`] on another client to the same server: e.g. one without command monitoring, which
+/// turns every command and reply into a `Document` recursively, as deployed functions never do.
+pub fn app_state_on(client: &Client, db: &TestDb, access: domain::AccessConfig) -> lambda_adapter::AppState {
     let settings = domain::Settings {
         uri: domain::UriSource::Direct(server().uri.clone()),
         cache: db.cache.config().clone(),
         access,
         metrics_namespace: "Test".into(),
     };
-    lambda_adapter::AppState::new(&db.client, settings, lambda_adapter::Metrics::memory("Test", "test"))
+    lambda_adapter::AppState::new(client, settings, lambda_adapter::Metrics::memory("Test", "test"))
 }
 
 /// A response, read back for assertions.
@@ -472,4 +478,64 @@ pub async fn call(state: &lambda_adapter::AppState, operation: lambda_adapter::O
     let body =
         if raw_body.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&raw_body).unwrap_or(serde_json::Value::Null) };
     Reply { status, headers, body, raw_body }
+}
+
+/// Parses a response body as I-JSON requires: an object that names a member twice is an error, at any
+/// depth (serde_json, `JSON.parse` and Python keep the last member silently).
+pub fn strict_json(text: &[u8]) -> Result<serde_json::Value, String> {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Value};
+
+    struct Strict;
+    impl<'de> DeserializeSeed<'de> for Strict {
+        type Value = Value;
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+            deserializer.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Strict {
+        type Value = Value;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+            Ok(v.into())
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+            Ok(v.into())
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+            Ok(v.into())
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+            Ok(v.into())
+        }
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = items.next_element_seed(Strict)? {
+                out.push(item);
+            }
+            Ok(Value::Array(out))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<Value, A::Error> {
+            let mut out = Map::new();
+            while let Some(name) = members.next_key::<String>()? {
+                let value = members.next_value_seed(Strict)?;
+                if out.insert(name.clone(), value).is_some() {
+                    return Err(serde::de::Error::custom(format!("member {name:?} appears twice")));
+                }
+            }
+            Ok(Value::Object(out))
+        }
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(text);
+    let value = Strict.deserialize(&mut deserializer).map_err(|e| e.to_string())?;
+    deserializer.end().map_err(|e| e.to_string())?;
+    Ok(value)
 }
