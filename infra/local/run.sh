@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
 # `make run`: the whole service on this machine.
-#  1. MongoDB: $MONGODB_URI if set, else the project's stand-in (in memory; state is not kept).
+#  1. MongoDB, printed: $MONGODB_URI if set; else DocumentDB through its launcher ($DOCUMENTDB_LAUNCHER, default
+#     ../shared/documentdb/documentdb) on port $DOCUMENTDB_PORT (default 10260; PostgreSQL on the next port),
+#     keeping its data between runs; else, or with DB=standin, the project's stand-in (in memory).
+#     DB=documentdb insists on DocumentDB.
 #  2. All four functions under `cargo lambda watch` (reloads on code changes), in AUTH_MODE=local.
 #  3. The sweeper invoked once (creates the indexes), then a few demo users written through the API.
-# Ctrl-C stops everything this script started.
+# Ctrl-C stops everything this script started (a DocumentDB that was already running is left running).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 PY=.venv/bin/python
 PORT=${PORT:-9000}
 STANDIN_PORT=${STANDIN_PORT:-27018}
+DB=${DB:-auto}
+LAUNCHER=${DOCUMENTDB_LAUNCHER:-../shared/documentdb/documentdb}
+DOCDB_PORT=${DOCUMENTDB_PORT:-10260}
 DATABASE=${MONGODB_DATABASE:-cache}
 BASE="http://127.0.0.1:${PORT}/lambda-url"
 workdir=$(mktemp -d)
 pids=()
+started_documentdb=""
 
 cleanup() {
   trap - EXIT INT TERM
@@ -22,19 +29,49 @@ cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   pkill -P $$ 2>/dev/null || true
   wait 2>/dev/null || true
+  if [ -n "$started_documentdb" ]; then "$LAUNCHER" stop "$DOCDB_PORT" || true; fi
   rm -rf "$workdir"
 }
 trap cleanup EXIT INT TERM
 
-if [ -z "${MONGODB_URI:-}" ]; then
+start_standin() {
   mkfifo "$workdir/standin"
   "$PY" tests/mongo-standin/standin.py --host 127.0.0.1 --port "$STANDIN_PORT" >"$workdir/standin" &
   pids+=($!)
   read -r first <"$workdir/standin"
   MONGODB_URI="${first#LISTENING }/?directConnection=true"
-  echo "MongoDB stand-in: $MONGODB_URI (in memory; connect with: mongosh \"$MONGODB_URI\")"
+  stopped_with=" and the stand-in"
+  echo "MongoDB: the stand-in at $MONGODB_URI (in memory, nothing is kept; connect with: mongosh \"$MONGODB_URI\")"
+}
+
+start_documentdb() {
+  if (exec 3<>"/dev/tcp/127.0.0.1/$DOCDB_PORT") 2>/dev/null; then
+    MONGODB_URI=$("$LAUNCHER" uri "$DOCDB_PORT")
+    echo "MongoDB: DocumentDB already running on port $DOCDB_PORT (not started here, so left running)"
+  else
+    # Its own session: a Ctrl-C reaches this script, which stops the server cleanly, not the server itself.
+    started_documentdb=1
+    MONGODB_URI=$(setsid -w "$LAUNCHER" start "$DOCDB_PORT" </dev/null)
+    stopped_with=" and DocumentDB"
+    echo "MongoDB: DocumentDB on port $DOCDB_PORT, data kept between runs (DB=standin for the in-memory stand-in)"
+  fi
+  echo "  connect with: mongosh \"$MONGODB_URI\""
+}
+
+stopped_with=""
+case "$DB" in auto | documentdb | standin) ;; *) echo "DB=$DB: expected documentdb or standin" >&2; exit 2 ;; esac
+if [ -n "${MONGODB_URI:-}" ]; then
+  echo "MongoDB: \$MONGODB_URI$( [ "$DB" != auto ] && echo " (it wins over DB=$DB)")"
+elif [ "$DB" = standin ]; then
+  start_standin
+elif [ -x "$LAUNCHER" ]; then
+  start_documentdb
+elif [ "$DB" = documentdb ]; then
+  echo "DB=documentdb: no DocumentDB launcher at $LAUNCHER (set DOCUMENTDB_LAUNCHER)" >&2
+  exit 1
 else
-  echo "MongoDB: \$MONGODB_URI"
+  echo "(no DocumentDB launcher at $LAUNCHER)"
+  start_standin
 fi
 
 # An env file, not --env-var: URIs can contain commas. Values are quoted for the dotenv format.
@@ -80,6 +117,6 @@ Ready. Try:
   cargo lambda invoke ttl-sweeper -A 127.0.0.1 -P $PORT --data-ascii '{"source": "aws.scheduler"}'
 
 Identity in local mode: x-local-user-id (a reader) or x-local-scope (space-separated scopes, e.g. tickets/admin).
-Ctrl-C stops the functions$( [ -n "${first:-}" ] && echo " and the stand-in").
+Ctrl-C stops the functions$stopped_with.
 HELP
 wait

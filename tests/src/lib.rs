@@ -2,11 +2,15 @@
 //!
 //! 1. `MONGODB_URI`, when set;
 //! 2. a MongoDB 7 container through testcontainers, when a Docker daemon answers (checked in milliseconds);
-//! 3. the project's MongoDB stand-in (`tests/mongo-standin/standin.py`, mongomock behind the wire protocol).
+//! 3. DocumentDB through its launcher (`documentdb.rs`), when the launcher is on this host;
+//! 4. the project's MongoDB stand-in (`tests/mongo-standin/standin.py`, mongomock behind the wire protocol).
 //!
-//! Every test gets its own database, so tests run in parallel against the one server.
+//! `TEST_MONGODB=uri|container|documentdb|standin` forces one (and fails when it is not available), so
+//! the same suite runs on each engine. Every test gets its own database, so tests run in parallel against
+//! the one server.
 
 pub mod bench_support;
+pub mod documentdb;
 pub mod runtime_api;
 mod strict_json;
 
@@ -24,11 +28,43 @@ use domain::mongodb::options::ClientOptions;
 use domain::mongodb::Client;
 use domain::{CacheConfig, TicketCache};
 
+use crate::documentdb::{DocumentDb, LauncherError};
+
+/// Which kind of server the tests run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// Whatever `MONGODB_URI` points at.
+    Uri,
+    /// MongoDB 7 in a container (testcontainers).
+    MongoContainer,
+    /// DocumentDB through its launcher.
+    DocumentDb,
+    /// The project's stand-in (mongomock).
+    StandIn,
+}
+
+impl Engine {
+    /// The engine `TEST_MONGODB` forces, if any.
+    fn forced() -> Option<Engine> {
+        let value = std::env::var("TEST_MONGODB").unwrap_or_default();
+        match value.trim() {
+            "" | "auto" => None,
+            "uri" => Some(Engine::Uri),
+            "container" => Some(Engine::MongoContainer),
+            "documentdb" => Some(Engine::DocumentDb),
+            "standin" => Some(Engine::StandIn),
+            other => panic!("TEST_MONGODB={other:?}: expected uri, container, documentdb, standin or auto"),
+        }
+    }
+}
+
 /// The server every test in this process talks to.
 #[derive(Debug, Clone)]
 pub struct TestServer {
     pub uri: String,
-    pub kind: &'static str,
+    pub engine: Engine,
+    /// What the log line says about it.
+    pub description: String,
 }
 
 static SERVER: OnceLock<TestServer> = OnceLock::new();
@@ -37,26 +73,67 @@ static SERVER: OnceLock<TestServer> = OnceLock::new();
 pub fn server() -> &'static TestServer {
     SERVER.get_or_init(|| {
         let server = pick_server();
-        let _ = writeln!(std::io::stderr(), "[harness] MongoDB for tests: {} ({})", server.kind, redact(&server.uri));
+        let _ = writeln!(std::io::stderr(), "[harness] MongoDB for tests: {} ({})", server.description, redact(&server.uri));
         server
     })
 }
 
+fn note(message: &str) {
+    let _ = writeln!(std::io::stderr(), "[harness] {message}");
+}
+
 fn pick_server() -> TestServer {
-    if let Some(uri) = std::env::var("MONGODB_URI").ok().filter(|u| !u.trim().is_empty()) {
-        return TestServer { uri, kind: "MONGODB_URI" };
-    }
-    match docker_available() {
-        Ok(()) => start_container(),
-        Err(reason) => {
-            let _ = writeln!(std::io::stderr(), "[harness] no MongoDB container: {reason}; using the stand-in");
-            let standin = StandIn::spawn(0).unwrap_or_else(|e| panic!("cannot start the MongoDB stand-in: {e}"));
-            let uri = standin.uri.clone();
-            // The stand-in exits with this process (--exit-with-parent); keep the handle alive until then.
-            std::mem::forget(standin);
-            TestServer { uri, kind: "stand-in" }
+    let uri = std::env::var("MONGODB_URI").ok().filter(|u| !u.trim().is_empty());
+    match Engine::forced() {
+        Some(Engine::Uri) => {
+            let uri = uri.unwrap_or_else(|| panic!("TEST_MONGODB=uri needs MONGODB_URI"));
+            TestServer { uri, engine: Engine::Uri, description: "MONGODB_URI".into() }
+        }
+        Some(Engine::MongoContainer) => match docker_available() {
+            Ok(()) => start_container(),
+            Err(reason) => panic!("TEST_MONGODB=container: {reason}"),
+        },
+        Some(Engine::DocumentDb) => match documentdb::launcher() {
+            Ok(launcher) => start_documentdb(&launcher),
+            Err(LauncherError::Configured(reason) | LauncherError::NotHere(reason)) => panic!("TEST_MONGODB=documentdb: {reason}"),
+        },
+        Some(Engine::StandIn) => start_standin(),
+        None => {
+            if let Some(uri) = uri {
+                return TestServer { uri, engine: Engine::Uri, description: "MONGODB_URI".into() };
+            }
+            match docker_available() {
+                Ok(()) => return start_container(),
+                Err(reason) => note(&format!("no MongoDB container: {reason}")),
+            }
+            match documentdb::launcher() {
+                Ok(launcher) => return start_documentdb(&launcher),
+                Err(LauncherError::Configured(reason)) => panic!("{reason}"),
+                Err(LauncherError::NotHere(reason)) => note(&reason),
+            }
+            start_standin()
         }
     }
+}
+
+/// A launcher that is present but cannot start its server is a broken host, not a reason to test on
+/// something else: that would hide the failure behind a green run on the stand-in.
+fn start_documentdb(launcher: &Path) -> TestServer {
+    let server =
+        DocumentDb::start(launcher).unwrap_or_else(|e| panic!("{e} (TEST_MONGODB=standin runs the tests on the stand-in instead)"));
+    let description = format!("DocumentDB (port {}, launcher {})", server.port, launcher.display());
+    let uri = server.uri.clone();
+    // Stopped when this process ends (the session watches a pipe that closes then); keep it running until then.
+    std::mem::forget(server);
+    TestServer { uri, engine: Engine::DocumentDb, description }
+}
+
+fn start_standin() -> TestServer {
+    let standin = StandIn::spawn(0).unwrap_or_else(|e| panic!("cannot start the MongoDB stand-in: {e}"));
+    let uri = standin.uri.clone();
+    // The stand-in exits with this process (--exit-with-parent); keep the handle alive until then.
+    std::mem::forget(standin);
+    TestServer { uri, engine: Engine::StandIn, description: "stand-in".into() }
 }
 
 fn redact(uri: &str) -> String {
@@ -113,7 +190,7 @@ fn start_container() -> TestServer {
     })
     .join()
     .unwrap_or_else(|_| panic!("starting the MongoDB container panicked"));
-    TestServer { uri, kind: "testcontainers mongo:7.0" }
+    TestServer { uri, engine: Engine::MongoContainer, description: "testcontainers mongo:7.0".into() }
 }
 
 /// A stand-in server process. Dropping it kills the process.
@@ -219,9 +296,12 @@ pub struct TestDb {
 
 static NEXT_DB: AtomicU64 = AtomicU64::new(0);
 
+/// Every test database's name starts with this (DocumentDB slots drop leftovers by it).
+pub const TEST_DATABASE_PREFIX: &str = "t_";
+
 /// A unique database name for this test process.
 pub fn unique_database(prefix: &str) -> String {
-    format!("t_{prefix}_{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::Relaxed))
+    format!("{TEST_DATABASE_PREFIX}{prefix}_{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::Relaxed))
 }
 
 impl TestDb {

@@ -20,6 +20,17 @@ fn binary(name: &str) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut command = Command::new(cargo);
         command.current_dir(workspace_root()).args(["build", "--quiet"]);
+        // Not the variables cargo set for this test process: build scripts watch some of them (ring's
+        // reruns on CARGO_MANIFEST_DIR), and seeing them here would rebuild the TLS stack on every run,
+        // once here and once more in the next `cargo test`.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            let per_target =
+                ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR"];
+            if name.starts_with("CARGO_PKG_") || per_target.contains(&name.as_ref()) {
+                command.env_remove(name.as_ref());
+            }
+        }
         for f in FUNCTIONS {
             command.args(["--bin", f]);
         }
