@@ -1,22 +1,80 @@
-//! Printing stored BSON as JSON from arbitrary bytes: never panics, never reads out of bounds, and
-//! whatever it prints is JSON. Bytes the `bson` crate decodes in full always print in stored order.
+//! Stored BSON from arbitrary bytes, as reads serve it. Printing never panics, never reads out of bounds
+//! and never exhausts the stack; every text it prints, and every whole read response, is I-JSON (no
+//! member named twice at any depth); and a read says `verified` only of a payload whose printed text
+//! hashes to the printed hash.
+//!
+//! The bytes are tried three ways: as a value printed in each text form; as a whole stored document (so
+//! `passes` may be anything); and as the payload of a pass whose hash was computed over its own
+//! `JSON.stringify` text and which carries forged `integrity` fields, so `verified` is reachable and the
+//! reserved names are always present.
 #![no_main]
 
-use domain::json::{self, MemberOrder};
-use domain::mongodb::bson::{Document, RawDocument};
+use std::time::Duration;
+
+use domain::hashing::{self, HashForm};
+use domain::json::{self, TextForm};
+use domain::mongodb::bson::{DateTime, RawArrayBuf, RawDocument, RawDocumentBuf};
+use domain::read::{render, Freshness};
+use domain::verified::VerifiedPayloads;
+use domain::{Selection, UserId};
 use libfuzzer_sys::fuzz_target;
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+#[path = "../../tests/src/strict_json.rs"]
+mod strict_json;
+
+#[derive(Deserialize)]
+struct ServedPass {
+    payload: Box<RawValue>,
+    payload_hash: serde_json::Value,
+    integrity: String,
+}
+
+#[derive(Deserialize)]
+struct Served {
+    #[serde(default)]
+    passes: Vec<ServedPass>,
+    #[serde(default)]
+    passes4: Vec<ServedPass>,
+}
+
+fn read(document: &RawDocument) {
+    let user = UserId::new(1).expect("a user id");
+    let freshness = Freshness { now: DateTime::from_millis(1_800_000_000_000), ttl: Duration::from_secs(3600), max_skew: Duration::from_secs(300) };
+    let tickets = render(user, Selection::All, document, freshness, &VerifiedPayloads::new(0));
+    strict_json::strict_json(tickets.json.as_bytes()).unwrap_or_else(|e| panic!("{e}: {}", tickets.json));
+    let served: Served = serde_json::from_str(&tickets.json).expect("the read parses");
+    for pass in served.passes.iter().chain(&served.passes4) {
+        if pass.integrity == "verified" {
+            let digest: String = Sha256::digest(pass.payload.get()).iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(pass.payload_hash, serde_json::Value::String(digest), "verified, yet not what the hash covers: {}", tickets.json);
+        }
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(raw) = RawDocument::from_bytes(data) else { return };
-    let decodes = Document::from_reader(data).is_ok();
-    for order in [MemberOrder::Stored, MemberOrder::Canonical] {
+    for form in [TextForm::JsonStringify, TextForm::Canonical, TextForm::Display] {
         let mut out = Vec::new();
-        match json::write_document(raw, order, &mut out) {
-            Ok(()) => {
-                serde_json::from_slice::<Value>(&out).expect("printed text is JSON");
-            }
-            Err(e) => assert!(!(decodes && order == MemberOrder::Stored), "valid BSON did not print: {e}"),
+        if json::write_document(raw, form, &mut out).is_ok() {
+            strict_json::strict_json(&out).unwrap_or_else(|e| panic!("{form:?}: {e}: {}", String::from_utf8_lossy(&out)));
         }
     }
+    read(raw);
+
+    let hash = hashing::hash(raw, HashForm::Legacy).map_or_else(|_| "0".repeat(64), |(hash, _)| hash);
+    let mut pass = RawDocumentBuf::new();
+    pass.append("integrity", "verified");
+    pass.append("pass_uuid", "p");
+    pass.append("payload", raw.to_owned());
+    pass.append("payload_hash", hash);
+    pass.append("integrity", "verified");
+    let mut passes = RawArrayBuf::new();
+    passes.push(pass);
+    let mut document = RawDocumentBuf::new();
+    document.append("timestamp", 1_800_000_000_000_i64);
+    document.append("passes", passes);
+    read(&document);
 });
