@@ -19,6 +19,8 @@ pub enum Metric {
     SweptDocuments,
     TrimmedLogs,
     DbLatency,
+    /// Write attempts repeated after a conflict with concurrent writes or a lost reply.
+    WriteRetries,
 }
 
 impl Metric {
@@ -34,6 +36,7 @@ impl Metric {
             Metric::SweptDocuments => "SweptDocuments",
             Metric::TrimmedLogs => "TrimmedLogs",
             Metric::DbLatency => "DbLatency",
+            Metric::WriteRetries => "WriteRetries",
         }
     }
 
