@@ -10,15 +10,16 @@ use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, rawdoc, Bson, DateTime, Document, RawArrayBuf, RawBson, RawDocumentBuf};
-use mongodb::options::IndexOptions;
+use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{format_rfc3339_millis, parse_rfc3339};
 use crate::config::CacheConfig;
-use crate::error::{is_duplicate_key, is_retryable, CacheError, ValidationError};
+use crate::error::{CacheError, ValidationError};
 use crate::input::{validate_log_entry, validate_passes, LogEntryInput, PassUpdate};
 use crate::read::{self, CachedTickets, Freshness};
+use crate::retry::{self, Budget, WriteKind};
 use crate::schema::{field, reserved, LogTimes, Millis, PassKind, Selection, UserId, MAX_SAFE_INTEGER};
 use crate::verified::{ConvertedPayloads, VerifiedPayloads};
 
@@ -32,6 +33,8 @@ pub struct TicketCache {
     config: CacheConfig,
     /// Nanoseconds spent awaiting the driver, over all clones: the database's share of a request.
     driver_nanos: Arc<AtomicU64>,
+    /// Write attempts repeated after a conflict or a lost reply, over all clones (`retry.rs`).
+    write_retries: Arc<AtomicU64>,
     /// Payloads verified by earlier reads, and converted by earlier writes, in this environment.
     verified: Arc<VerifiedPayloads>,
     converted: Arc<ConvertedPayloads>,
@@ -93,6 +96,7 @@ impl TicketCache {
             docs,
             config,
             driver_nanos: Arc::default(),
+            write_retries: Arc::default(),
             verified,
             converted,
         }
@@ -106,6 +110,12 @@ impl TicketCache {
     /// Callers take differences to separate database time from their own.
     pub fn driver_time(&self) -> Duration {
         Duration::from_nanos(self.driver_nanos.load(Ordering::Relaxed))
+    }
+
+    /// Write attempts repeated since this cache was made (conflicts with concurrent writes, lost
+    /// replies). Callers take differences, as with [`TicketCache::driver_time`].
+    pub fn write_retries(&self) -> u64 {
+        self.write_retries.load(Ordering::Relaxed)
     }
 
     /// The raw collection (tests and tools read documents exactly as stored).
@@ -188,16 +198,16 @@ impl TicketCache {
             command.append("writeConcern", concern);
         }
 
-        let db = &self.db;
+        // Idempotent: the same timestamp writes the same state, so a repeat after a lost reply is safe, and
+        // a repeat after E11000 (a concurrent first write created the document) updates that document.
+        // The driver does not retry raw commands; `write` does.
+        let kind = WriteKind { upsert: true, idempotent: true };
+        let mut budget = Budget::start(self.config.operation_timeout);
         let reply = self
-            .timed(async {
-                match db.run_raw_command(command.clone()).await {
-                    // Two first writes raced on the unique index (the document exists now), or the command
-                    // may not have run (connection lost, primary stepping down). It is idempotent — the
-                    // same timestamp writes the same state — so it runs once more, as a retryable write would.
-                    Err(e) if is_duplicate_key(&e) || is_retryable(&e) => db.run_raw_command(command).await,
-                    other => other,
-                }
+            .write(&mut budget, kind, |limit| {
+                let mut attempt = command.clone();
+                attempt.append("maxTimeMS", limit.as_millis() as i64);
+                self.db.run_raw_command(attempt)
             })
             .await?;
         if let Ok(concern_error) = reply.get_document("writeConcernError") {
@@ -216,29 +226,66 @@ impl TicketCache {
 
     /// Appends one entry to a pass kind's log, keeping the newest `log_cap` entries. An entry whose `id`
     /// is already stored is not appended again, so client retries are safe.
+    ///
+    /// One findAndModify upsert on `user_id` with a pipeline that appends unless the `id` is logged. The
+    /// guard is in the update, not in the filter: a filter that excluded logged ids would make the upsert
+    /// insert a second document for a retried entry, and concurrent inserts on a unique index are what
+    /// engines such as DocumentDB deadlock on (`retry.rs`). The reply is the document's logged ids before
+    /// the write: the entry was a duplicate exactly when its `id` is among them.
     pub async fn push_log(&self, user: UserId, entry: &LogEntryInput, now: DateTime) -> Result<PushOutcome, CacheError> {
         let mut stored = validate_log_entry(entry, &self.config.limits)?;
         stored.insert(field::SERVER_TIME, format_rfc3339_millis(now));
         let log = entry.kind.log_field();
-        let mut filter = doc! { field::USER_ID: user };
-        if let Some(id) = &entry.id {
-            filter.insert(format!("{log}.{}", field::LOG_ENTRY_ID), doc! { "$ne": id });
-        }
-        let update = doc! {
-            "$push": { log: { "$each": [stored], "$slice": -i64::from(self.config.log_cap) } },
-            "$set": { field::EXPIRES_AT: self.expires_at(now) },
-        };
-        let push = |upsert: bool| self.docs.update_one(filter.clone(), update.clone()).upsert(upsert);
-        match self.timed(push(true)).await {
-            Ok(_) => Ok(PushOutcome::Appended),
-            // The upsert could not insert: either the id is already logged (the filter did not match the
-            // existing document) or a concurrent first write created it. A plain update tells which.
-            Err(CacheError::Database(e)) if is_duplicate_key(&e) => {
-                let result = self.timed(push(false)).await?;
-                Ok(if result.matched_count == 0 { PushOutcome::Duplicate } else { PushOutcome::Appended })
+        let logged = format!("${log}");
+        // `$literal`: client strings that start with `$` are data, not field paths.
+        let appended = doc! { "$slice": [
+            { "$concatArrays": [{ "$ifNull": [&logged, []] }, { "$literal": [stored] }] },
+            -i64::from(self.config.log_cap),
+        ] };
+        let expires_at = self.expires_at(now);
+        let (set, projection) = match &entry.id {
+            Some(id) => {
+                let ids = doc! { "$map": {
+                    "input": { "$ifNull": [&logged, []] },
+                    "as": "e",
+                    "in": { "$ifNull": [format!("$$e.{}", field::LOG_ENTRY_ID), Bson::Null] },
+                } };
+                let duplicate = doc! { "$in": [id, ids] };
+                let set = doc! {
+                    log: { "$cond": [duplicate.clone(), &logged, appended] },
+                    field::EXPIRES_AT: { "$cond": [duplicate, format!("${}", field::EXPIRES_AT), expires_at] },
+                };
+                (set, doc! { "_id": 0, format!("{log}.{}", field::LOG_ENTRY_ID): 1 })
             }
-            Err(e) => Err(e),
-        }
+            None => (doc! { log: appended, field::EXPIRES_AT: expires_at }, doc! { "_id": 1 }),
+        };
+        let update = vec![doc! { "$set": set }];
+        let filter = doc! { field::USER_ID: user };
+        // Without an `id`, a push whose reply was lost is not repeated: it could be appended twice.
+        let kind = WriteKind { upsert: true, idempotent: entry.id.is_some() };
+        let mut budget = Budget::start(self.config.operation_timeout);
+        let before = self
+            .write(&mut budget, kind, |limit| {
+                self.raw
+                    .find_one_and_update(filter.clone(), update.clone())
+                    .upsert(true)
+                    .projection(projection.clone())
+                    .return_document(ReturnDocument::Before)
+                    .max_time(limit)
+            })
+            .await?;
+        let logged_before = |id: &str| {
+            let entries = before.as_ref().and_then(|d| d.get_array(log).ok());
+            entries
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok()?.as_document()?.get_str(field::LOG_ENTRY_ID).ok())
+                .any(|logged| logged == id)
+        };
+        Ok(match &entry.id {
+            Some(id) if logged_before(id) => PushOutcome::Duplicate,
+            _ => PushOutcome::Appended,
+        })
     }
 
     /// Deletes expired documents and trims old log entries, touching at most `sweep_max_documents`.
@@ -261,7 +308,8 @@ impl TicketCache {
         if !ids.is_empty() {
             // The expiry condition is repeated so a document rewritten since the scan survives.
             let filter = doc! { "$and": [{ "_id": { "$in": ids.clone() } }, expired] };
-            report.deleted_documents = self.timed(self.docs.delete_many(filter)).await?.deleted_count;
+            let delete = |_| self.docs.delete_many(filter.clone());
+            report.deleted_documents = self.write(&mut Budget::start(self.config.operation_timeout), SWEEP, delete).await?.deleted_count;
         }
         report.examined_documents = ids.len() as u64;
 
@@ -323,7 +371,9 @@ impl TicketCache {
             pull.insert(kind.log_field(), doc! { field::SERVER_TIME: { "$in": times.clone() } });
         }
         let ids: Vec<Bson> = candidates.into_iter().map(|c| c.id).collect();
-        self.timed(self.docs.update_many(doc! { "_id": { "$in": ids } }, doc! { "$pull": pull })).await?;
+        let (filter, pull) = (doc! { "_id": { "$in": ids } }, doc! { "$pull": pull });
+        let trim = |_| self.docs.update_many(filter.clone(), pull.clone());
+        self.write(&mut Budget::start(self.config.operation_timeout), SWEEP, trim).await?;
         Ok(())
     }
 
@@ -386,16 +436,55 @@ impl TicketCache {
 
     /// Runs one database operation under the configured time limit.
     async fn timed<T>(&self, operation: impl IntoFuture<Output = mongodb::error::Result<T>>) -> Result<T, CacheError> {
-        let limit = self.config.operation_timeout;
+        self.within(self.config.operation_timeout, operation).await?.map_err(CacheError::from)
+    }
+
+    /// Runs one database operation under `limit`; the outer error is the time running out.
+    async fn within<T>(
+        &self,
+        limit: Duration,
+        operation: impl IntoFuture<Output = mongodb::error::Result<T>>,
+    ) -> Result<mongodb::error::Result<T>, CacheError> {
         let started = Instant::now();
         let result = tokio::time::timeout(limit, operation.into_future()).await;
         self.driver_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        match result {
-            Ok(result) => result.map_err(CacheError::from),
-            Err(_) => Err(CacheError::Timeout(limit.as_millis() as u64)),
+        result.map_err(|_| CacheError::Timeout(self.config.operation_timeout.as_millis() as u64))
+    }
+
+    /// Runs a write until it succeeds, fails for good, or `budget` is spent, waiting between attempts as
+    /// `retry.rs` says; `attempt` gets the server-side time limit of each try (the sweeper's
+    /// `deleteMany`/`updateMany` cannot carry one in this driver). Nothing is repeated unless an attempt
+    /// fails, so an uncontended write is one round trip. When the time is spent on conflicts the error
+    /// is [`CacheError::Contended`].
+    async fn write<T, F, A>(&self, budget: &mut Budget, kind: WriteKind, mut attempt: F) -> Result<T, CacheError>
+    where
+        F: FnMut(Duration) -> A,
+        A: IntoFuture<Output = mongodb::error::Result<T>>,
+    {
+        loop {
+            let error = match self.within(budget.remaining(), attempt(budget.attempt_limit())).await? {
+                Ok(done) => return Ok(done),
+                Err(error) => error,
+            };
+            let verdict = retry::classify(&error, kind);
+            if !kind.retries(verdict) {
+                return Err(error.into());
+            }
+            let Some(delay) = budget.next_delay() else {
+                return Err(match CacheError::from(error) {
+                    CacheError::Database(source) => CacheError::Contended { retries: budget.retries(), source },
+                    unavailable => unavailable,
+                });
+            };
+            self.write_retries.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(?verdict, retry = budget.retries(), delay_ms = delay.as_millis() as u64, error = %error, "retrying a write");
+            tokio::time::sleep(delay).await;
         }
     }
 }
+
+/// The sweeper's deletes and trims: repeating one removes nothing more than running it once.
+const SWEEP: WriteKind = WriteKind { upsert: false, idempotent: true };
 
 /// New passes, each merged over the stored pass with the same `pass_uuid` (stored fields first, so the
 /// new values win and fields only the stored pass has survive), less the [`reserved`] names a stored

@@ -1,6 +1,6 @@
 //! Typed errors of the cache. The adapter maps each to an HTTP status in one place.
 
-use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::error::ErrorKind;
 
 use crate::schema::Millis;
 
@@ -38,6 +38,14 @@ pub enum CacheError {
     Unavailable(#[source] mongodb::error::Error),
     #[error("the database did not answer within {0} ms")]
     Timeout(u64),
+    /// Concurrent writes kept refusing this one until the operation timeout was spent; retrying later
+    /// may succeed. `source` is the last refusal.
+    #[error("the write conflicted with concurrent writes {retries} times until the time was spent")]
+    Contended {
+        retries: u32,
+        #[source]
+        source: mongodb::error::Error,
+    },
     /// The write ran but the configured write concern was not satisfied; retrying is safe.
     #[error("the write was not acknowledged as configured: {0}")]
     WriteConcern(String),
@@ -57,31 +65,11 @@ impl From<mongodb::error::Error> for CacheError {
 }
 
 /// MongoDB server error codes that mean "not now", not "never": shutting down, stepping down, no primary.
-const TRANSIENT_CODES: [i32; 9] = [6, 7, 89, 91, 189, 262, 10107, 11600, 13435];
+pub(crate) const TRANSIENT_CODES: [i32; 9] = [6, 7, 89, 91, 189, 262, 10107, 11600, 13435];
 
 fn is_unavailable(err: &mongodb::error::Error) -> bool {
     match err.kind.as_ref() {
         ErrorKind::ServerSelection { .. } | ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. } => true,
-        ErrorKind::Command(e) => TRANSIENT_CODES.contains(&e.code),
-        _ => false,
-    }
-}
-
-/// MongoDB's duplicate key error (a concurrent upsert won the race on the unique index).
-pub(crate) fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
-    const DUPLICATE_KEY: i32 = 11000;
-    match err.kind.as_ref() {
-        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
-        ErrorKind::Command(e) => e.code == DUPLICATE_KEY,
-        _ => false,
-    }
-}
-
-/// Errors after which a command may not have run and the server may answer the same command again: the
-/// connection was lost or the primary is stepping down. (Not server selection: that already waited.)
-pub(crate) fn is_retryable(err: &mongodb::error::Error) -> bool {
-    match err.kind.as_ref() {
-        ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. } => true,
         ErrorKind::Command(e) => TRANSIENT_CODES.contains(&e.code),
         _ => false,
     }

@@ -11,6 +11,7 @@ pub mod hashing;
 pub mod input;
 pub mod json;
 pub mod read;
+pub mod retry;
 pub mod schema;
 pub mod verified;
 

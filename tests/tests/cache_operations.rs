@@ -263,7 +263,7 @@ async fn pushes_keep_the_newest_entries_in_order() {
     for i in 0..5 {
         db.cache.push_log(user(13), &log("passes", Some(&format!("n{i}")), "E"), at(NOW + i)).await.unwrap();
     }
-    assert_eq!(db.commands.names(), ["update"; 5], "one round trip per push");
+    assert_eq!(db.commands.names(), ["findAndModify"; 5], "one round trip per push");
     let stored = db.raw(13).await.unwrap();
     let entries: Vec<&Document> = stored.get_array("passesLog").unwrap().iter().filter_map(Bson::as_document).collect();
     let ids: Vec<_> = entries.iter().map(|e| e.get_str("id").unwrap()).collect();
@@ -278,7 +278,9 @@ async fn a_retried_push_is_not_appended_twice() {
     let entry = log("passes", Some("retry-1"), "E");
     assert_eq!(db.cache.push_log(user(14), &entry, at(NOW)).await.unwrap(), PushOutcome::Appended);
     let before = db.raw_bytes(14).await.unwrap();
+    db.commands.clear();
     assert_eq!(db.cache.push_log(user(14), &entry, at(NOW + 1)).await.unwrap(), PushOutcome::Duplicate);
+    assert_eq!(db.commands.names(), ["findAndModify"], "a duplicate is one round trip too");
     assert_eq!(db.raw_bytes(14).await.unwrap(), before, "nothing changes");
     // Without an id every push appends; the same id in the other kind's log is a different entry.
     db.cache.push_log(user(14), &log("passes", None, "E"), at(NOW)).await.unwrap();

@@ -5,7 +5,7 @@ use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Response};
 use serde_json::json;
 
-/// Seconds a client should wait before retrying when the database is unavailable.
+/// Seconds a client should wait before retrying when the database is unavailable or too contended.
 pub const RETRY_AFTER_SECONDS: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +50,9 @@ impl From<CacheError> for ApiError {
         match err {
             CacheError::Validation(e) => ApiError::Validation(e),
             CacheError::StaleWrite { stored } => ApiError::StaleWrite { stored },
-            CacheError::Unavailable(_) | CacheError::Timeout(_) | CacheError::WriteConcern(_) => ApiError::Unavailable,
+            CacheError::Unavailable(_) | CacheError::Timeout(_) | CacheError::WriteConcern(_) | CacheError::Contended { .. } => {
+                ApiError::Unavailable
+            }
             CacheError::Database(_) => ApiError::Internal,
         }
     }
@@ -116,5 +118,18 @@ impl ApiError {
             _ => {}
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contention_that_outlasts_the_timeout_is_a_503_with_retry_after() {
+        let source = domain::mongodb::error::Error::from(std::io::ErrorKind::Other);
+        let response = ApiError::from(CacheError::Contended { retries: 7, source }).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()), Some("2"));
     }
 }

@@ -107,7 +107,7 @@ async fn get_tickets(state: &AppState, user: UserId, request: &Request) -> Resul
 
 async fn update_tickets(state: &AppState, user: UserId, request: &Request) -> Result<Response<Body>, ApiError> {
     let update: PassUpdate = parse_body(request, state.max_body_bytes)?;
-    let result = state.timed(state.cache.replace_passes(user, &update, DateTime::now())).await;
+    let result = state.timed_write(state.cache.replace_passes(user, &update, DateTime::now())).await;
     if let Err(ApiError::StaleWrite { stored }) = &result {
         tracing::info!(user_id = %user, stored = stored.0, "stale write rejected");
         state.metrics.emit(&[(Metric::StaleWriteRejected, 1.0)]);
@@ -121,7 +121,7 @@ async fn update_tickets(state: &AppState, user: UserId, request: &Request) -> Re
 
 async fn push_log(state: &AppState, user: UserId, request: &Request) -> Result<Response<Body>, ApiError> {
     let entry: LogEntryInput = parse_body(request, state.max_body_bytes)?;
-    let outcome = state.timed(state.cache.push_log(user, &entry, DateTime::now())).await?;
+    let outcome = state.timed_write(state.cache.push_log(user, &entry, DateTime::now())).await?;
     let (status, metric) = match outcome {
         PushOutcome::Appended => (StatusCode::CREATED, Metric::LogPushed),
         PushOutcome::Duplicate => (StatusCode::OK, Metric::LogDuplicate),
@@ -134,12 +134,27 @@ async fn push_log(state: &AppState, user: UserId, request: &Request) -> Result<R
 }
 
 impl AppState {
-    /// Runs a cache call, records the database's share of it, and maps its error for HTTP.
+    /// Runs a cache read, records the database's share of it, and maps its error for HTTP.
     async fn timed<T>(&self, call: impl std::future::Future<Output = Result<T, CacheError>>) -> Result<T, ApiError> {
-        let before = self.cache.driver_time();
+        self.measured(call, false).await
+    }
+
+    /// [`AppState::timed`] for a write, which also reports how many attempts it repeated.
+    async fn timed_write<T>(&self, call: impl std::future::Future<Output = Result<T, CacheError>>) -> Result<T, ApiError> {
+        self.measured(call, true).await
+    }
+
+    async fn measured<T>(&self, call: impl std::future::Future<Output = Result<T, CacheError>>, write: bool) -> Result<T, ApiError> {
+        let (time_before, retries_before) = (self.cache.driver_time(), self.cache.write_retries());
         let result = call.await;
-        let database = self.cache.driver_time().saturating_sub(before);
-        self.metrics.emit(&[(Metric::DbLatency, database.as_secs_f64() * 1000.0)]);
+        let database = self.cache.driver_time().saturating_sub(time_before);
+        let latency = (Metric::DbLatency, database.as_secs_f64() * 1000.0);
+        if write {
+            let retries = self.cache.write_retries().saturating_sub(retries_before);
+            self.metrics.emit(&[latency, (Metric::WriteRetries, retries as f64)]);
+        } else {
+            self.metrics.emit(&[latency]);
+        }
         result.map_err(|e| {
             if !matches!(e, CacheError::Validation(_) | CacheError::StaleWrite { .. }) {
                 tracing::error!(error = %e, source = ?std::error::Error::source(&e).map(ToString::to_string), "cache operation failed");

@@ -22,6 +22,8 @@ pub enum Metric {
     SweptDocuments,
     TrimmedLogs,
     DbLatency,
+    /// Write attempts repeated after a conflict with concurrent writes or a lost reply.
+    WriteRetries,
 }
 
 impl Metric {
@@ -40,6 +42,7 @@ impl Metric {
             Metric::SweptDocuments => "SweptDocuments",
             Metric::TrimmedLogs => "TrimmedLogs",
             Metric::DbLatency => "DbLatency",
+            Metric::WriteRetries => "WriteRetries",
         }
     }
 

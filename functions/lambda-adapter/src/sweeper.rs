@@ -70,13 +70,17 @@ async fn run_sweep(state: &AppState, event: LambdaEvent<Value>) -> Result<SweepS
         }
     };
     let now = DateTime::now();
+    let retries_before = state.cache.write_retries();
     let report = state.cache.sweep(now).await?;
+    let retries = state.cache.write_retries().saturating_sub(retries_before);
     // Monitoring only: a failure here must not fail the sweep.
     let since = DateTime::from_millis(now.timestamp_millis() - 3_600_000);
     let errors_last_hour = state.cache.error_summary(since).await.map_err(|e| tracing::warn!(error = %e, "error summary failed")).ok();
-    state
-        .metrics
-        .emit(&[(Metric::SweptDocuments, report.deleted_documents as f64), (Metric::TrimmedLogs, report.trimmed_log_entries as f64)]);
+    state.metrics.emit(&[
+        (Metric::SweptDocuments, report.deleted_documents as f64),
+        (Metric::TrimmedLogs, report.trimmed_log_entries as f64),
+        (Metric::WriteRetries, retries as f64),
+    ]);
     let summary = SweepSummary { trigger, report, indexes_ok, errors_last_hour, total_ms: started.elapsed().as_millis() as u64 };
     tracing::info!(summary = %serde_json::to_string(&summary).unwrap_or_default(), "sweep finished");
     Ok(summary)
@@ -86,7 +90,9 @@ impl From<SweepError> for lambda_runtime::Diagnostic {
     fn from(error: SweepError) -> Self {
         let error_type = match &error {
             SweepError::UnexpectedEvent(_) => "UnexpectedEvent",
-            SweepError::Cache(domain::CacheError::Unavailable(_) | domain::CacheError::Timeout(_)) => "DatabaseUnavailable",
+            SweepError::Cache(
+                domain::CacheError::Unavailable(_) | domain::CacheError::Timeout(_) | domain::CacheError::Contended { .. },
+            ) => "DatabaseUnavailable",
             SweepError::Cache(_) => "SweepFailed",
         };
         lambda_runtime::Diagnostic { error_type: error_type.into(), error_message: error.to_string() }
