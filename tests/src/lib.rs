@@ -7,6 +7,7 @@
 //! Every test gets its own database, so tests run in parallel against the one server.
 
 pub mod bench_support;
+pub mod binaries;
 pub mod runtime_api;
 
 use std::io::{BufRead, BufReader, Read, Write};
