@@ -25,8 +25,9 @@ $(VENV)/.installed: $(REQUIREMENTS)
 
 venv: $(VENV)/.installed
 
-# CI runs this: every test, then the release bootstraps built and checked (glibc ≤ 2.34, sizes).
-test: venv test-rust test-python build
+# CI runs this: the release bootstraps built and checked first (glibc ≤ 2.34, sizes; the fleet test runs
+# them), then every test.
+test: venv build test-rust test-python
 
 test-rust: venv
 	MONGO_STANDIN_PYTHON=$(CURDIR)/$(PY) cargo test --workspace --locked
