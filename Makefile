@@ -27,8 +27,9 @@ $(VENV)/.installed: $(REQUIREMENTS)
 
 venv: $(VENV)/.installed
 
-# CI runs this: every test, then the release bootstraps built and checked (glibc ≤ 2.34, sizes).
-test: venv test-rust test-python build
+# CI runs this: the release bootstraps built and checked first (glibc ≤ 2.34, sizes; the fleet test runs
+# them), then every test.
+test: venv build test-rust test-python
 
 # The whole Rust suite on the first engine the harness finds (MONGODB_URI, MongoDB 7 on Docker, DocumentDB through
 # ../shared/documentdb, the stand-in: README "Engines"), then the integration tests again on the stand-in, which is

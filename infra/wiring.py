@@ -18,6 +18,9 @@ TEMPLATE = os.path.join(ROOT, "infra", "template.yaml")
 # Set by the deployment itself, never as plain variables in the template.
 NOT_IN_TEMPLATE = {"AUTH_MODE", "MONGODB_URI"}
 SECRET_PARAMETER = "MongoUriSecretArn"
+# What an HTTP function needs after its first contact and one operation: building and sending the reply.
+REPLY_MARGIN_MS = 1000
+CUSTOM_RESOURCE_TYPES = ("Custom::", "AWS::CloudFormation::CustomResource")
 PARAMETERS = {
     SECRET_PARAMETER: "arn:aws:secretsmanager:us-east-1:123456789012:secret:mongodb-uri-AbCdEf",
     "JwtIssuer": "https://issuer.example.com",
@@ -149,6 +152,39 @@ def problems(template):
             found.append("the schedule does not target the sweeper: %s" % target.get("Arn"))
         if "RetryPolicy" not in target or "DeadLetterConfig" not in target:
             found.append("the schedule has no retry policy or dead-letter queue")
+
+    # The indexes exist before the first write: a custom resource the sweeper serves creates them, for the
+    # collection the functions use, and CloudFormation waits for it at least as long as the sweeper may run.
+    sweeper_props = functions.get(sweeper, {}).get("Properties", {})
+    custom = [r for r in resources.values() if r["Type"].startswith(CUSTOM_RESOURCE_TYPES)
+              and r["Properties"].get("ServiceToken") == {"Fn::GetAtt": [sweeper, "Arn"]}]
+    if len(custom) != 1:
+        found.append("expected one custom resource served by the sweeper to create the indexes at deployment, found %d"
+                     % len(custom))
+    sweeper_env = sweeper_props.get("Environment", {}).get("Variables", {})
+    for resource in custom:
+        props = resource["Properties"]
+        for prop, variable in (("Database", "MONGODB_DATABASE"), ("Collection", "MONGODB_COLLECTION")):
+            if props.get(prop) != sweeper_env.get(variable):
+                found.append("the index custom resource's %s is %s, not the functions' %s" % (prop, props.get(prop), variable))
+        wait, runs = props.get("ServiceTimeout"), sweeper_props.get("Timeout")
+        if not isinstance(wait, int) or not isinstance(runs, int) or not runs <= wait <= 3600:
+            found.append("the index custom resource's ServiceTimeout (%s) must cover the sweeper's timeout (%s s) and be at most 3600"
+                         % (wait, runs))
+
+    # A cold environment's first request (first contact, then one operation) fits in its function's timeout.
+    for name in sorted({r["function"] for r in routes()}):
+        props = functions.get(ids.get(name), {}).get("Properties", {})
+        variables = props.get("Environment", {}).get("Variables", {})
+        try:
+            first, operation = (int(variables[v]) for v in ("MONGODB_FIRST_CONNECT_MS", "MONGODB_TIMEOUT_MS"))
+            timeout_ms = int(props["Timeout"]) * 1000
+        except (KeyError, TypeError, ValueError):
+            found.append("%s: the first-contact budget cannot be checked against its timeout (values must be literal)" % name)
+            continue
+        if first + operation + REPLY_MARGIN_MS > timeout_ms:
+            found.append("%s: MONGODB_FIRST_CONNECT_MS %d + MONGODB_TIMEOUT_MS %d + %d ms to reply exceed its %d ms timeout"
+                         % (name, first, operation, REPLY_MARGIN_MS, timeout_ms))
 
     # Secrets: read-only, on the one secret.
     for logical_id, statement in _statements(resources):

@@ -524,7 +524,7 @@ pub fn index_models() -> Vec<IndexModel> {
     let index = |keys: Document, options: IndexOptions| IndexModel::builder().keys(keys).options(options).build();
     let mut models = vec![
         // get / replace_passes / push_log filter by user_id; unique so concurrent first writes make one document.
-        index(doc! { field::USER_ID: 1 }, IndexOptions::builder().unique(true).build()),
+        crate::indexes::unique_user_id(),
         // MongoDB's TTL monitor deletes at `expires_at`; the sweeper's expired-document scan uses it too.
         index(doc! { field::EXPIRES_AT: 1 }, IndexOptions::builder().expire_after(Duration::ZERO).build()),
         // The sweeper's scan for legacy documents without `expires_at` (range on `timestamp`).

@@ -10,6 +10,8 @@ pub mod env {
     pub const MONGODB_DATABASE: &str = "MONGODB_DATABASE";
     pub const MONGODB_COLLECTION: &str = "MONGODB_COLLECTION";
     pub const MONGODB_TIMEOUT_MS: &str = "MONGODB_TIMEOUT_MS";
+    pub const MONGODB_FIRST_CONNECT_MS: &str = "MONGODB_FIRST_CONNECT_MS";
+    pub const WRITER_INDEX_POLICY: &str = "WRITER_INDEX_POLICY";
     pub const CACHE_TTL_SECONDS: &str = "CACHE_TTL_SECONDS";
     pub const CACHE_EXPIRE_AFTER_SECONDS: &str = "CACHE_EXPIRE_AFTER_SECONDS";
     pub const LOG_CAP: &str = "LOG_CAP";
@@ -46,6 +48,27 @@ impl fmt::Debug for UriSource {
         match self {
             UriSource::Direct(_) => f.write_str("Direct(<redacted>)"),
             UriSource::SecretArn(arn) => f.debug_tuple("SecretArn").field(arn).finish(),
+        }
+    }
+}
+
+/// What a writer environment does when the unique `user_id` index is missing. It never writes without it:
+/// without the index, concurrent first writes of one user create several documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriterIndexPolicy {
+    /// Create the index (one `createIndexes`), then write.
+    #[default]
+    Create,
+    /// Refuse writes (503) until someone creates it: for databases whose indexes are managed elsewhere, or
+    /// whose application user may not create indexes.
+    Require,
+}
+
+impl WriterIndexPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriterIndexPolicy::Create => "create",
+            WriterIndexPolicy::Require => "require",
         }
     }
 }
@@ -111,6 +134,12 @@ pub struct CacheConfig {
     pub sweep_max_documents: u32,
     /// Upper bound for one database operation, so a slow server ends in an error, not a hung invocation.
     pub operation_timeout: Duration,
+    /// Upper bound for an execution environment's first contact: TCP, handshake, SCRAM authentication and
+    /// (for writers) the index check. A cold fleet authenticating at once keeps a healthy engine busy for
+    /// seconds, so this is sized against the function timeout (10 s: this, then one operation, then the
+    /// reply), not against an outage: a database that is down still fails in the 2 s server selection.
+    pub first_connect_timeout: Duration,
+    pub writer_index_policy: WriterIndexPolicy,
     /// Bytes of payload work kept for reuse by identical content, per generation (two are kept), for
     /// reads (verified payloads) and for writes (converted payloads) each; 0 redoes all of it every time.
     /// See `verified.rs`.
@@ -129,6 +158,8 @@ impl Default for CacheConfig {
             log_retention: Duration::from_secs(7 * 24 * 3600),
             sweep_max_documents: 1000,
             operation_timeout: Duration::from_millis(3000),
+            first_connect_timeout: Duration::from_millis(6000),
+            writer_index_policy: WriterIndexPolicy::Create,
             remembered_payload_bytes: 4 << 20,
             limits: Limits::default(),
         }
@@ -193,6 +224,19 @@ impl Settings {
                 .map_or(Ok(defaults.sweep_max_documents), |v| parse_bounded(env::SWEEP_MAX_DOCUMENTS, &v, 100_000))?,
             operation_timeout: get(env::MONGODB_TIMEOUT_MS)
                 .map_or(Ok(defaults.operation_timeout), |v| parse_positive(env::MONGODB_TIMEOUT_MS, &v).map(Duration::from_millis))?,
+            first_connect_timeout: get(env::MONGODB_FIRST_CONNECT_MS).map_or(Ok(defaults.first_connect_timeout), |v| {
+                parse_positive(env::MONGODB_FIRST_CONNECT_MS, &v).map(Duration::from_millis)
+            })?,
+            writer_index_policy: match get(env::WRITER_INDEX_POLICY).as_deref() {
+                None | Some("create") => WriterIndexPolicy::Create,
+                Some("require") => WriterIndexPolicy::Require,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        var: env::WRITER_INDEX_POLICY,
+                        reason: format!("unknown policy {other:?} (\"create\" or \"require\")"),
+                    })
+                }
+            },
             remembered_payload_bytes: defaults.remembered_payload_bytes,
             limits: Limits::default(),
         };
@@ -255,12 +299,24 @@ mod tests {
         let s = settings(&[(env::MONGODB_URI, "mongodb://h"), (env::MONGODB_URI_SECRET_ARN, "arn:x")]).unwrap();
         assert_eq!(s.uri, UriSource::SecretArn("arn:x".into()));
         assert_eq!(settings(&[]), Err(ConfigError::MissingUri));
-        for (var, bad) in [(env::LOG_CAP, "0"), (env::LOG_CAP, "ten"), (env::CACHE_TTL_SECONDS, "-5"), (env::AUTH_MODE, "open")] {
+        for (var, bad) in [
+            (env::LOG_CAP, "0"),
+            (env::LOG_CAP, "ten"),
+            (env::CACHE_TTL_SECONDS, "-5"),
+            (env::AUTH_MODE, "open"),
+            (env::MONGODB_FIRST_CONNECT_MS, "0"),
+            (env::WRITER_INDEX_POLICY, "never"),
+        ] {
             assert!(settings(&[(env::MONGODB_URI, "mongodb://h"), (var, bad)]).is_err(), "{var}={bad}");
         }
         let s = settings(&[(env::MONGODB_URI, "mongodb://h"), (env::AUTH_MODE, "local"), (env::LOG_CAP, "5")]).unwrap();
         assert!(s.access.local_auth);
         assert_eq!(s.cache.log_cap, 5);
+        let s =
+            settings(&[(env::MONGODB_URI, "mongodb://h"), (env::WRITER_INDEX_POLICY, "require"), (env::MONGODB_FIRST_CONNECT_MS, "4500")])
+                .unwrap();
+        assert_eq!(s.cache.writer_index_policy, WriterIndexPolicy::Require);
+        assert_eq!(s.cache.first_connect_timeout, Duration::from_millis(4500));
     }
 
     #[test]

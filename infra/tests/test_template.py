@@ -73,3 +73,29 @@ def test_a_schedule_without_the_sweeper_is_caught():
         sweep = resources["TtlSweeperFunction"]["Properties"].pop("Events")
         resources["PushLogFunction"]["Properties"]["Events"].update(sweep)
     assert any("does not target the sweeper" in p for p in _mutated(retarget))
+
+
+def test_indexes_made_at_deployment_by_the_sweeper_are_checked():
+    def removed(resources, _):
+        del resources["DatabaseIndexes"]
+    assert any("expected one custom resource served by the sweeper" in p for p in _mutated(removed))
+
+    def retargeted(resources, _):
+        resources["DatabaseIndexes"]["Properties"]["ServiceToken"] = {"Fn::GetAtt": ["PushLogFunction", "Arn"]}
+    assert any("expected one custom resource served by the sweeper" in p for p in _mutated(retargeted))
+
+    def other_collection(resources, _):
+        resources["DatabaseIndexes"]["Properties"]["Collection"] = "tickets"
+    assert any("Collection is tickets, not the functions' MONGODB_COLLECTION" in p for p in _mutated(other_collection))
+
+    def impatient(resources, _):
+        resources["DatabaseIndexes"]["Properties"]["ServiceTimeout"] = 60
+    assert any("must cover the sweeper's timeout (300 s)" in p for p in _mutated(impatient))
+
+
+def test_a_first_contact_budget_that_outlasts_the_function_is_caught():
+    def slow(_, template):
+        template["Globals"]["Function"]["Environment"]["Variables"]["MONGODB_FIRST_CONNECT_MS"] = "9000"
+    found = _mutated(slow)
+    assert any("get-tickets: MONGODB_FIRST_CONNECT_MS 9000 + MONGODB_TIMEOUT_MS 3000 + 1000 ms to reply exceed its 10000 ms timeout" in p
+               for p in found), found

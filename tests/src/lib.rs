@@ -10,6 +10,7 @@
 //! the one server.
 
 pub mod bench_support;
+pub mod binaries;
 pub mod documentdb;
 pub mod runtime_api;
 mod strict_json;

@@ -1,6 +1,6 @@
 //! Every way a request can fail, and the one place that turns each into an HTTP response.
 
-use domain::{CacheError, Millis, ValidationError};
+use domain::{CacheError, IndexError, Millis, ValidationError};
 use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Response};
 use serde_json::json;
@@ -54,6 +54,16 @@ impl From<CacheError> for ApiError {
                 ApiError::Unavailable
             }
             CacheError::Database(_) => ApiError::Internal,
+        }
+    }
+}
+
+impl From<IndexError> for ApiError {
+    fn from(err: IndexError) -> Self {
+        match err {
+            IndexError::Cache(e) => ApiError::from(e),
+            // Writing now could store duplicate documents; the log line says what to run.
+            IndexError::Unusable { .. } => ApiError::Unavailable,
         }
     }
 }

@@ -56,6 +56,7 @@ async fn get_tickets(state: &AppState, user: UserId, request: &Request) -> Resul
         None => Selection::All,
         Some(format) => Selection::parse(format).ok_or(ApiError::InvalidFormat)?,
     };
+    state.readiness.connected(&state.cache).await?;
     let found = state.timed(state.cache.get(user, selection, DateTime::now())).await?;
     let Some(tickets) = found else {
         state.metrics.emit(&[(Metric::CacheMiss, 1.0)]);
@@ -107,6 +108,7 @@ async fn get_tickets(state: &AppState, user: UserId, request: &Request) -> Resul
 
 async fn update_tickets(state: &AppState, user: UserId, request: &Request) -> Result<Response<Body>, ApiError> {
     let update: PassUpdate = parse_body(request, state.max_body_bytes)?;
+    state.readiness.writable(&state.cache).await?;
     let result = state.timed_write(state.cache.replace_passes(user, &update, DateTime::now())).await;
     if let Err(ApiError::StaleWrite { stored }) = &result {
         tracing::info!(user_id = %user, stored = stored.0, "stale write rejected");
@@ -121,6 +123,7 @@ async fn update_tickets(state: &AppState, user: UserId, request: &Request) -> Re
 
 async fn push_log(state: &AppState, user: UserId, request: &Request) -> Result<Response<Body>, ApiError> {
     let entry: LogEntryInput = parse_body(request, state.max_body_bytes)?;
+    state.readiness.writable(&state.cache).await?;
     let outcome = state.timed_write(state.cache.push_log(user, &entry, DateTime::now())).await?;
     let (status, metric) = match outcome {
         PushOutcome::Appended => (StatusCode::CREATED, Metric::LogPushed),

@@ -1,4 +1,5 @@
-//! The scheduled sweeper: ensure indexes, run one bounded sweep, report.
+//! The sweeper function: on its schedule, ensure indexes, run one bounded sweep, report; at deployment, the
+//! stack's custom resource that creates the indexes (`custom_resource.rs`).
 
 use std::time::Instant;
 
@@ -9,8 +10,62 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument;
 
+use crate::custom_resource::{self, CustomResourceError};
 use crate::metrics::Metric;
+use crate::startup::{self, StartupError};
 use crate::AppState;
+
+/// The sweeper's start-up, retried on the next event when it fails: a deployment's custom resource must be
+/// answered even then (with the reason), and a transient failure (reading the secret) must not stick to
+/// the environment.
+#[derive(Default)]
+pub struct Started {
+    state: tokio::sync::OnceCell<AppState>,
+}
+
+impl Started {
+    /// Starts up now, at init, as every function does; a failure is logged and tried again later.
+    pub async fn init() -> Started {
+        let started = Started::default();
+        if let Err(e) = started.get().await {
+            tracing::error!(error = %e, "start-up failed; retried on the next event");
+        }
+        started
+    }
+
+    async fn get(&self) -> Result<&AppState, StartupError> {
+        self.state.get_or_try_init(|| startup::init("ttl-sweeper")).await
+    }
+}
+
+/// What an invocation returns: a sweep's summary, or the answer sent to CloudFormation.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum SweeperOutput {
+    Sweep(SweepSummary),
+    Deployment(custom_resource::Response),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SweeperError {
+    #[error(transparent)]
+    Sweep(#[from] SweepError),
+    #[error(transparent)]
+    CustomResource(#[from] CustomResourceError),
+    #[error("the function could not start: {0}")]
+    Startup(String),
+}
+
+/// One event: a custom resource request from CloudFormation, or a schedule's.
+pub async fn handle(started: &Started, event: LambdaEvent<Value>) -> Result<SweeperOutput, SweeperError> {
+    let state = started.get().await;
+    if custom_resource::is_request(&event.payload) {
+        let state = state.as_ref().map(|s| *s);
+        return Ok(SweeperOutput::Deployment(custom_resource::handle(state, event).await?));
+    }
+    let state = state.map_err(|e| SweeperError::Startup(e.to_string()))?;
+    Ok(SweeperOutput::Sweep(sweep(state, event).await?))
+}
 
 /// Which kind of schedule invoked the sweeper.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -84,6 +139,16 @@ async fn run_sweep(state: &AppState, event: LambdaEvent<Value>) -> Result<SweepS
     let summary = SweepSummary { trigger, report, indexes_ok, errors_last_hour, total_ms: started.elapsed().as_millis() as u64 };
     tracing::info!(summary = %serde_json::to_string(&summary).unwrap_or_default(), "sweep finished");
     Ok(summary)
+}
+
+impl From<SweeperError> for lambda_runtime::Diagnostic {
+    fn from(error: SweeperError) -> Self {
+        match error {
+            SweeperError::Sweep(e) => e.into(),
+            SweeperError::CustomResource(e) => e.into(),
+            SweeperError::Startup(_) => lambda_runtime::Diagnostic { error_type: "StartupFailed".into(), error_message: error.to_string() },
+        }
+    }
 }
 
 impl From<SweepError> for lambda_runtime::Diagnostic {

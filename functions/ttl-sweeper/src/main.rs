@@ -1,6 +1,7 @@
-//! `ttl-sweeper`: start-up, then each scheduled event into one bounded sweep.
+//! `ttl-sweeper`: start-up, then each event: a schedule's (one bounded sweep) or the deployment's custom
+//! resource (create the indexes, answer CloudFormation).
 
-use lambda_adapter::{startup, sweeper};
+use lambda_adapter::sweeper;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use serde_json::Value;
 
@@ -8,6 +9,7 @@ use serde_json::Value;
 // connection then share a core and its caches instead of handing each reply across threads.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    let state = startup::init("ttl-sweeper").await?;
-    run(service_fn(|event: LambdaEvent<Value>| sweeper::sweep(&state, event))).await
+    // A failed start-up does not end the process: CloudFormation's request still gets its answer.
+    let started = sweeper::Started::init().await;
+    run(service_fn(|event: LambdaEvent<Value>| sweeper::handle(&started, event))).await
 }

@@ -8,5 +8,6 @@ use lambda_http::{run, service_fn, Error, Request};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let state = startup::init("update-tickets").await?;
+    state.prepare(Operation::UpdateTickets);
     run(service_fn(|request: Request| handlers::serve(&state, Operation::UpdateTickets, request))).await
 }
