@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
-use mongodb::bson::{doc, rawdoc, Bson, DateTime, Document, RawArrayBuf, RawBson, RawDocumentBuf};
+use mongodb::bson::{doc, rawdoc, Bson, DateTime, Document, RawArrayBuf, RawBson, RawBsonRef, RawDocumentBuf};
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,7 @@ use crate::error::{CacheError, ValidationError};
 use crate::input::{validate_log_entry, validate_passes, LogEntryInput, PassUpdate};
 use crate::read::{self, CachedTickets, Freshness};
 use crate::retry::{self, Budget, WriteKind};
-use crate::schema::{field, reserved, LogTimes, Millis, PassKind, Selection, UserId, MAX_SAFE_INTEGER};
+use crate::schema::{field, reserved, Millis, PassKind, Selection, UserId, MAX_SAFE_INTEGER};
 use crate::verified::{ConvertedPayloads, VerifiedPayloads};
 
 /// The ticket cache over one MongoDB collection. Cheap to clone; share one per execution environment.
@@ -29,7 +29,6 @@ pub struct TicketCache {
     db: Database,
     docs: Collection<Document>,
     raw: Collection<RawDocumentBuf>,
-    log_times: Collection<LogTimes>,
     config: CacheConfig,
     /// Nanoseconds spent awaiting the driver, over all clones: the database's share of a request.
     driver_nanos: Arc<AtomicU64>,
@@ -92,7 +91,6 @@ impl TicketCache {
         TicketCache {
             db,
             raw: docs.clone_with_type(),
-            log_times: docs.clone_with_type(),
             docs,
             config,
             driver_nanos: Arc::default(),
@@ -237,16 +235,19 @@ impl TicketCache {
         stored.insert(field::SERVER_TIME, format_rfc3339_millis(now));
         let log = entry.kind.log_field();
         let logged = format!("${log}");
+        // What the log holds: a stored value that is not an array (the collection is shared) holds no
+        // entries, and the push replaces it rather than failing on it for ever.
+        let entries = doc! { "$cond": [{ "$isArray": &logged }, &logged, []] };
         // `$literal`: client strings that start with `$` are data, not field paths.
         let appended = doc! { "$slice": [
-            { "$concatArrays": [{ "$ifNull": [&logged, []] }, { "$literal": [stored] }] },
+            { "$concatArrays": [&entries, { "$literal": [stored] }] },
             -i64::from(self.config.log_cap),
         ] };
         let expires_at = self.expires_at(now);
         let (set, projection) = match &entry.id {
             Some(id) => {
                 let ids = doc! { "$map": {
-                    "input": { "$ifNull": [&logged, []] },
+                    "input": &entries,
                     "as": "e",
                     "in": { "$ifNull": [format!("$$e.{}", field::LOG_ENTRY_ID), Bson::Null] },
                 } };
@@ -341,23 +342,26 @@ impl TicketCache {
             branches.push(doc! { kind.log_field(): old_entry.clone() });
             projection.insert(format!("{}.{}", kind.log_field(), field::SERVER_TIME), 1);
         }
-        let cursor = self.timed(self.log_times.find(doc! { "$or": branches }).projection(projection).limit(budget as i64 + 1)).await?;
-        let mut candidates: Vec<LogTimes> = self.timed(cursor.try_collect()).await?;
+        // Read raw: the collection is shared, and a log may hold anything (not an array, items that are not
+        // entries, nesting no deserializer should recurse into); only string `server_time`s are dates.
+        let cursor = self.timed(self.raw.find(doc! { "$or": branches }).projection(projection).limit(budget as i64 + 1)).await?;
+        let mut candidates: Vec<RawDocumentBuf> = self.timed(cursor.try_collect()).await?;
         report.more_remaining |= candidates.len() as u64 > budget;
         candidates.truncate(budget as usize);
         report.examined_documents += candidates.len() as u64;
 
         let mut expired_times = BTreeSet::new();
-        for entry in candidates.iter().flat_map(LogTimes::entries) {
-            match entry.server_time.as_ref() {
-                Some(Bson::String(text)) => match parse_rfc3339(text) {
-                    Some(at) if at < cutoff => {
-                        report.trimmed_log_entries += 1;
-                        expired_times.insert(text.clone());
-                    }
-                    Some(_) => {}
-                    None => report.unparseable_log_entries += 1,
-                },
+        let entries = candidates.iter().flat_map(|candidate| {
+            PassKind::ALL.into_iter().filter_map(|kind| candidate.get_array(kind.log_field()).ok()).flatten().flatten()
+        });
+        for entry in entries {
+            let server_time = entry.as_document().and_then(|entry| entry.get_str(field::SERVER_TIME).ok());
+            match server_time.map(|text| (text, parse_rfc3339(text))) {
+                Some((text, Some(at))) if at < cutoff => {
+                    report.trimmed_log_entries += 1;
+                    expired_times.insert(text.to_owned());
+                }
+                Some((_, Some(_))) => {}
                 _ => report.unparseable_log_entries += 1,
             }
         }
@@ -366,14 +370,15 @@ impl TicketCache {
         }
         // Whether an entry expired depends only on its server_time, so one set serves every document.
         let times: Vec<Bson> = expired_times.into_iter().map(Bson::String).collect();
-        let mut pull = Document::new();
+        let ids: Vec<Bson> = candidates.iter().filter_map(|c| c.get("_id").ok().flatten()?.to_raw_bson().try_into().ok()).collect();
+        // One update per log, each only where that log is an array: `$pull` on anything else fails the
+        // whole update, and one damaged document would then stop every sweep.
         for kind in PassKind::ALL {
-            pull.insert(kind.log_field(), doc! { field::SERVER_TIME: { "$in": times.clone() } });
+            let filter = doc! { "_id": { "$in": &ids }, kind.log_field(): { "$type": "array" } };
+            let pull = doc! { "$pull": { kind.log_field(): { field::SERVER_TIME: { "$in": &times } } } };
+            let trim = |_| self.docs.update_many(filter.clone(), pull.clone());
+            self.write(&mut Budget::start(self.config.operation_timeout), SWEEP, trim).await?;
         }
-        let ids: Vec<Bson> = candidates.into_iter().map(|c| c.id).collect();
-        let (filter, pull) = (doc! { "_id": { "$in": ids } }, doc! { "$pull": pull });
-        let trim = |_| self.docs.update_many(filter.clone(), pull.clone());
-        self.write(&mut Budget::start(self.config.operation_timeout), SWEEP, trim).await?;
         Ok(())
     }
 
@@ -388,8 +393,10 @@ impl TicketCache {
     pub async fn error_summary(&self, since: DateTime) -> Result<ErrorSummary, CacheError> {
         let since_text = format_rfc3339_millis(since);
         let entries = |kind: PassKind| {
+            let log = format!("${}", kind.log_field());
             doc! { "$map": {
-                "input": { "$ifNull": [format!("${}", kind.log_field()), []] },
+                // A log stored as anything but an array holds no entries (and must not fail the summary).
+                "input": { "$cond": [{ "$isArray": &log }, &log, []] },
                 "as": "e",
                 "in": { "kind": kind.field(), "server_time": "$$e.server_time", "errors": "$$e.errors" },
             } }
@@ -401,26 +408,28 @@ impl TicketCache {
             doc! { "$unwind": "$entry" },
             doc! { "$match": { "entry.server_time": { "$gte": &since_text } } },
             doc! { "$unwind": "$entry.errors" },
+            // An error is a code string, or an object with one; anything else counts as "unknown" before it
+            // is grouped (grouping by a value nested thousands deep exhausts some engines' stacks).
+            doc! { "$set": { "code": { "$ifNull": ["$entry.errors.code", "$entry.errors"] } } },
             doc! { "$group": {
-                "_id": { "kind": "$entry.kind", "code": { "$ifNull": ["$entry.errors.code", "$entry.errors"] } },
+                "_id": { "kind": "$entry.kind", "code": { "$cond": [{ "$eq": [{ "$type": "$code" }, "string"] }, "$code", "unknown"] } },
                 "count": { "$sum": 1 },
             } },
         ];
-        let cursor = self.timed(self.docs.aggregate(pipeline)).await?;
-        let groups: Vec<Document> = self.timed(cursor.try_collect()).await?;
+        // Raw groups: a stored error can be any value, nested as deep as the engine allows, and becomes a
+        // group key as it is; only string codes are read.
+        let cursor = self.timed(self.docs.aggregate(pipeline).with_type::<RawDocumentBuf>()).await?;
+        let groups: Vec<RawDocumentBuf> = self.timed(cursor.try_collect()).await?;
         let mut by_code: Vec<ErrorCount> = groups
             .iter()
             .filter_map(|group| {
                 let key = group.get_document("_id").ok()?;
                 let kind = PassKind::parse(key.get_str("kind").ok()?)?;
-                let code = match key.get("code") {
-                    Some(Bson::String(code)) => code.clone(),
-                    _ => "unknown".to_owned(),
-                };
-                let count = match group.get("count")? {
-                    Bson::Int32(n) => u64::try_from(*n).ok()?,
-                    Bson::Int64(n) => u64::try_from(*n).ok()?,
-                    Bson::Double(n) => *n as u64,
+                let code = key.get_str("code").map_or_else(|_| "unknown".to_owned(), str::to_owned);
+                let count = match group.get("count").ok()?? {
+                    RawBsonRef::Int32(n) => u64::try_from(n).ok()?,
+                    RawBsonRef::Int64(n) => u64::try_from(n).ok()?,
+                    RawBsonRef::Double(n) => n as u64,
                     _ => return None,
                 };
                 Some(ErrorCount { kind, code, count })

@@ -257,27 +257,3 @@ impl From<JsNumber> for Bson {
         }
     }
 }
-
-/// A log entry, as read by the sweeper: only `server_time` matters there.
-#[derive(Debug, Clone, Deserialize)]
-pub struct LogTime {
-    #[serde(default)]
-    pub server_time: Option<Bson>,
-}
-
-/// The log arrays of a document, projected down to their `server_time`s.
-#[derive(Debug, Clone, Deserialize)]
-pub struct LogTimes {
-    #[serde(rename = "_id")]
-    pub id: Bson,
-    #[serde(default, rename = "passesLog")]
-    pub passes_log: Option<Vec<LogTime>>,
-    #[serde(default, rename = "passes4Log")]
-    pub passes4_log: Option<Vec<LogTime>>,
-}
-
-impl LogTimes {
-    pub fn entries(&self) -> impl Iterator<Item = &LogTime> {
-        self.passes_log.iter().chain(self.passes4_log.iter()).flatten()
-    }
-}

@@ -103,9 +103,67 @@ def _patch_not():
     mm_aggregate._Parser._handle_boolean_operator = handle
 
 
+def _patch_dotted_projection():
+    """An inclusion projection `a.b` over an array keeps only the array's documents, as MongoDB does;
+    mongomock fails on any other item (a string in a log array, say)."""
+    from mongomock import collection as mm_collection
+    original = mm_collection._project_by_spec
+
+    def project(doc, spec, is_include, container):
+        if is_include and isinstance(doc, dict):
+            trimmed = {key: [item for item in val if isinstance(item, dict)]
+                       if isinstance(spec.get(key), dict) and isinstance(val, (list, tuple)) else val
+                       for key, val in doc.items()}
+            return original(trimmed, spec, is_include, container)
+        return original(doc, spec, is_include, container)
+
+    mm_collection._project_by_spec = project
+
+
+def _patch_type():
+    """`$type` as an aggregation expression (mongomock 4.3 knows it only as a query operator)."""
+    original_parse = mm_aggregate._Parser.parse
+
+    def type_name(value):
+        if value is None:
+            return "null"
+        if isinstance(value, bool):
+            return "bool"
+        if isinstance(value, Int64):
+            return "long"
+        if isinstance(value, int):
+            return "int" if -2**31 <= value < 2**31 else "long"
+        if isinstance(value, float):
+            return "double"
+        if isinstance(value, str):
+            return "string"
+        if isinstance(value, dict):
+            return "object"
+        if isinstance(value, (list, tuple)):
+            return "array"
+        if isinstance(value, datetime.datetime):
+            return "date"
+        return "unknown"
+
+    def parse(self, expression):
+        if isinstance(expression, dict) and len(expression) == 1 and "$type" in expression:
+            argument = expression["$type"]
+            if isinstance(argument, list) and len(argument) == 1:
+                argument = argument[0]
+            try:
+                return type_name(original_parse(self, argument))
+            except KeyError:
+                return "missing"
+        return original_parse(self, expression)
+
+    mm_aggregate._Parser.parse = parse
+
+
 _patch_merge_objects()
 _patch_array_elem_at()
 _patch_not()
+_patch_dotted_projection()
+_patch_type()
 
 
 # --- server state ---------------------------------------------------------------------------------

@@ -388,3 +388,47 @@ async fn put_refuses_inexact_integers_in_payloads_and_extra_fields_alike() {
     }
     assert!(db.raw(USER).await.is_none());
 }
+
+/// Logs stored as anything (not arrays, items that are not entries, errors nested thousands of levels
+/// deep) never fail a push, a sweep or the error summary: a push replaces a log that is not an array, and
+/// the sweeper and the summary read only what is an entry.
+#[tokio::test]
+async fn damaged_logs_never_stop_a_push_a_sweep_or_the_error_summary() {
+    let (_db, state) = setup("sd_logs").await;
+    let old = "2020-01-01T00:00:00.000Z";
+    let deep = RawDocumentBuf::from_bytes(nested_bytes(5_000)).unwrap();
+    let mut entries = domain::mongodb::bson::RawArrayBuf::new();
+    entries.push("not an entry");
+    entries.push(rawdoc! { "server_time": old, "errors": [deep.clone()] });
+    entries.push(rawdoc! { "server_time": deep.clone(), "errors": ["E1"] });
+    entries.push(rawdoc! { "server_time": old, "errors": [{ "code": "E2" }] });
+    let document = rawdoc! { "user_id": USER, "timestamp": now_ms(), "passesLog": entries, "passes4Log": "not a log" };
+    if !store(&state, "damaged logs", document).await {
+        return;
+    }
+    let summary = state.cache.error_summary(DateTime::from_millis(0)).await.unwrap();
+    let codes: Vec<_> = summary.by_code.iter().map(|c| (c.code.as_str(), c.count)).collect();
+    assert!(codes.contains(&("E2", 1)) && codes.contains(&("unknown", 1)), "{codes:?}");
+
+    let report = state.cache.sweep(DateTime::now()).await.unwrap();
+    assert_eq!(report.trimmed_log_entries, 2, "{report:?}");
+    let kept = state.cache.collection().clone_with_type::<RawDocumentBuf>().find_one(doc! { "user_id": USER }).await.unwrap().unwrap();
+    assert_eq!(kept.get_array("passesLog").unwrap().into_iter().count(), 2, "the entry that is not one and the undated one stay");
+    assert_eq!(kept.get_str("passes4Log").unwrap(), "not a log", "the sweeper changes no log it cannot read");
+
+    let push = call(
+        &state,
+        Operation::PushLog,
+        HttpEvent::new("POST", "/v1/users/6001/logs").auth(Auth::Iam).json(&json!({ "kind": "passes4", "errors": ["E3"], "id": "x" })),
+    )
+    .await;
+    assert_eq!(push.status, 201, "{}", push.body);
+    let pushed = state.cache.collection().clone_with_type::<RawDocumentBuf>().find_one(doc! { "user_id": USER }).await.unwrap().unwrap();
+    let log: Vec<_> = pushed
+        .get_array("passes4Log")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.unwrap().as_document().unwrap().get_str("id").unwrap().to_owned())
+        .collect();
+    assert_eq!(log, ["x"], "the push replaced what was not a log");
+}
