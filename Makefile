@@ -7,14 +7,14 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 REQUIREMENTS := $(wildcard tests/mongo-standin/requirements.txt infra/requirements.txt requirements-tools.txt)
 FUNCTIONS := get-tickets update-tickets push-log ttl-sweeper
 
-.PHONY: help venv test test-rust test-python run build check-build bench bench-quick fuzz deploy lint clean
+.PHONY: help venv test test-rust test-engine test-standin test-python run build check-build bench bench-quick fuzz deploy lint clean
 
 help:
 	@echo "make run     - local stack: MongoDB (MONGODB_URI, else DocumentDB when its launcher is here, else the stand-in;"
 	@echo "               DB=standin for the stand-in) + all four functions under cargo lambda watch"
 	@echo "make test    - every test (Rust workspace on a real engine, integration tests on the stand-in too, the stand-in's"
 	@echo "               own tests, infra checks) + make build; the command CI runs"
-	@echo "make test-rust / test-python - the quicker subsets"
+	@echo "make test-rust / test-python - the quicker subsets (test-rust = test-engine + test-standin)"
 	@echo "make build   - release bootstraps with cargo lambda (x86_64 here; see infra/README.md for arm64) + glibc/size check"
 	@echo "make bench   - benchmarks (writes bench/results.md); BENCH_QUICK=1 for a smoke run"
 	@echo "make fuzz    - bounded cargo-fuzz runs"
@@ -34,9 +34,14 @@ test: venv build test-rust test-python
 # The whole Rust suite on the first engine the harness finds (MONGODB_URI, MongoDB 7 on Docker, DocumentDB through
 # ../shared/documentdb, the stand-in: README "Engines"), then the integration tests again on the stand-in, which is
 # what a user without Docker or DocumentDB gets. TEST_MONGODB=uri|container|documentdb|standin forces the first.
-test-rust: venv
-	MONGO_STANDIN_PYTHON=$(CURDIR)/$(PY) cargo test --workspace --locked
-	TEST_MONGODB=standin MONGO_STANDIN_PYTHON=$(CURDIR)/$(PY) cargo test --workspace --locked --test '*'
+# --no-fail-fast: every test binary runs and reports, even after one failed.
+test-rust: test-engine test-standin
+
+test-engine: venv
+	MONGO_STANDIN_PYTHON=$(CURDIR)/$(PY) cargo test --workspace --locked --no-fail-fast
+
+test-standin: venv
+	TEST_MONGODB=standin MONGO_STANDIN_PYTHON=$(CURDIR)/$(PY) cargo test --workspace --locked --no-fail-fast --test '*'
 
 test-python: venv
 	$(PY) -m pytest -q tests/mongo-standin $(wildcard infra/tests)

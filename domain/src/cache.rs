@@ -184,7 +184,7 @@ impl TicketCache {
         // would copy them into `Document` trees first (0.5 ms for 40 passes, `bench/profile.md`).
         let mut command = rawdoc! {
             "findAndModify": self.config.collection.as_str(),
-            "query": { field::USER_ID: user.get() },
+            "query": { field::USER_ID: user },
             "update": [{ "$set": set }],
             "upsert": true,
             "new": true,

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use mongodb::bson::Bson;
+use mongodb::bson::{Bson, RawBson};
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -138,9 +138,19 @@ impl fmt::Display for UserId {
     }
 }
 
+/// Stored as the Node service stores the same number: int32 when it fits, else int64 (Mongoose 8,
+/// `tests/fixtures/legacy_sample.ejson`). A unique index on DocumentDB (Cosmos DB vCore, FerretDB 2) tells
+/// BSON number types apart, unlike MongoDB's; with one type, both services' first writes of a user meet
+/// on the `user_id` index there too, and make one document. Queries match across types on every engine.
 impl From<UserId> for Bson {
     fn from(id: UserId) -> Bson {
-        Bson::Int64(id.0)
+        i32::try_from(id.0).map_or(Bson::Int64(id.0), Bson::Int32)
+    }
+}
+
+impl From<UserId> for RawBson {
+    fn from(id: UserId) -> RawBson {
+        i32::try_from(id.0).map_or(RawBson::Int64(id.0), RawBson::Int32)
     }
 }
 

@@ -414,6 +414,30 @@ def cmd_create(state, db, cmd, conn):
 INDEX_OPTIONS = ("unique", "sparse", "expireAfterSeconds", "partialFilterExpression")
 
 
+def index_conflict(existing, name, key, options):
+    """MongoDB's error for a requested index that clashes with an existing one, else None.
+
+    With the key, `unique`, `sparse` and `partialFilterExpression` make an index what it is; a TTL is an
+    option of it. Same name but another index: 86. Same index under that name with another TTL, or under
+    another name: 85 (mongomock answers 2, or creates the second one).
+    """
+    def signature(spec):
+        return (bool(spec.get("unique")), bool(spec.get("sparse")), spec.get("partialFilterExpression"))
+
+    for existing_name, info in existing.items():
+        same_index = list(info["key"]) == key and signature(info) == signature(options)
+        same_ttl = info.get("expireAfterSeconds") == options.get("expireAfterSeconds")
+        if existing_name == name and not same_index:
+            return error_reply("An existing index has the same name as the requested index but a different key "
+                               "or kind: %s" % name, 86, "IndexKeySpecsConflict")
+        if existing_name == name and not same_ttl:
+            return error_reply("An equivalent index already exists with the same name but different options: %s"
+                               % name, 85, "IndexOptionsConflict")
+        if existing_name != name and same_index and same_ttl:
+            return error_reply("Index already exists with a different name: %s" % existing_name, 85, "IndexOptionsConflict")
+    return None
+
+
 def cmd_create_indexes(state, db, cmd, conn):
     name = cmd[first_key(cmd)]
     created_collection = name not in state.client[db].list_collection_names()
@@ -421,8 +445,13 @@ def cmd_create_indexes(state, db, cmd, conn):
     before = len(coll.index_information()) if not created_collection else 1
     for spec in cmd.get("indexes", []):
         options = {k: spec[k] for k in INDEX_OPTIONS if k in spec}
+        key = list(spec["key"].items())
+        index_name = spec.get("name") or "_".join("%s_%s" % (field, direction) for field, direction in key)
+        conflict = index_conflict(coll.index_information(), index_name, key, options)
+        if conflict:
+            return conflict
         try:
-            coll.create_index(list(spec["key"].items()), name=spec.get("name"), **options)
+            coll.create_index(key, name=index_name, **options)
         except mongomock.DuplicateKeyError as exc:
             return error_reply(duplicate_key_error(exc)["errmsg"], 11000, "DuplicateKey")
     after = len(coll.index_information())

@@ -166,6 +166,23 @@ def test_indexes_ttl_and_duplicate_keys(db):
     assert db.c.delete_many({"user_id": {"$gte": 1}}).deleted_count == 2
 
 
+def test_index_conflicts_answer_as_mongodb_does(db):
+    db.c.create_index("user_id", unique=True)
+    db.c.create_index("expires_at", expireAfterSeconds=0)
+    db.c.create_index("user_id", unique=True)  # the same index again: nothing to do
+    conflicts = [
+        (lambda: db.c.create_index("expires_at", expireAfterSeconds=60), 85),  # same name, another TTL
+        (lambda: db.c.create_index("user_id"), 86),  # same name, not unique
+        (lambda: db.c.create_index([("user_id", -1)], name="user_id_1", unique=True), 86),  # same name, other key
+        (lambda: db.c.create_index("user_id", name="other", unique=True), 85),  # same index, other name
+    ]
+    for create, code in conflicts:
+        with pytest.raises(OperationFailure) as error:
+            create()
+        assert error.value.code == code, error.value.details
+    assert sorted(i["name"] for i in db.c.list_indexes()) == ["_id_", "expires_at_1", "user_id_1"]
+
+
 def test_unknown_command_names_itself(db):
     with pytest.raises(OperationFailure) as error:
         db.command("frobnicate")

@@ -436,3 +436,23 @@ async fn invalid_writes_change_nothing() {
     assert!(db.commands.names().is_empty(), "nothing reached the database");
     assert_eq!(db.raw_bytes(30).await.unwrap(), before);
 }
+
+#[tokio::test]
+async fn user_ids_are_stored_as_the_node_service_stores_them() {
+    // Mongoose 8 stores int32 when the id fits, else int64 (tests/fixtures/legacy_sample.ejson). DocumentDB's
+    // unique index tells number types apart, so only the same type makes both services' writes one key.
+    let db = TestDb::new("idtype").await;
+    db.cache.replace_passes(user(201), &update(json!({ "passes": [pass("a", 1)] })), at(NOW)).await.unwrap();
+    db.cache.push_log(user(3_000_000_002), &log("passes", Some("e"), "BM"), at(NOW)).await.unwrap();
+    assert_eq!(db.raw(201).await.unwrap().get("user_id"), Some(&Bson::Int32(201)));
+    assert_eq!(db.raw(3_000_000_002).await.unwrap().get("user_id"), Some(&Bson::Int64(3_000_000_002)));
+
+    // The Node service's own first write of user 201 now meets ours on the unique index, on every engine.
+    let node_write = db.cache.collection().insert_one(doc! { "user_id": 201_i32, "timestamp": NOW }).await;
+    let code = node_write.err().and_then(|e| match *e.kind {
+        domain::mongodb::error::ErrorKind::Write(domain::mongodb::error::WriteFailure::WriteError(w)) => Some(w.code),
+        _ => None,
+    });
+    assert_eq!(code, Some(11000), "a second document for user 201");
+    assert_eq!(db.cache.collection().count_documents(doc! { "user_id": 201 }).await.unwrap(), 1);
+}
