@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, rawdoc, Bson, DateTime, Document, RawArrayBuf, RawBson, RawBsonRef, RawDocumentBuf};
+use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
@@ -205,12 +206,9 @@ impl TicketCache {
             .write(&mut budget, kind, |limit| {
                 let mut attempt = command.clone();
                 attempt.append("maxTimeMS", limit.as_millis() as i64);
-                self.db.run_raw_command(attempt)
+                async move { self.db.run_raw_command(attempt).await.and_then(write_concern_satisfied) }
             })
             .await?;
-        if let Ok(concern_error) = reply.get_document("writeConcernError") {
-            return Err(CacheError::WriteConcern(concern_error.get_str("errmsg").unwrap_or("write concern not satisfied").to_owned()));
-        }
         let stored_timestamp = reply
             .get_document("value")
             .ok()
@@ -488,6 +486,18 @@ impl TicketCache {
             self.write_retries.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(?verdict, retry = budget.retries(), delay_ms = delay.as_millis() as u64, error = %error, "retrying a write");
             tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// A raw command's reply, or its `writeConcernError` as the driver's error for it (which typed
+/// operations raise themselves), so that it is classified and reported like theirs.
+fn write_concern_satisfied(reply: Document) -> mongodb::error::Result<Document> {
+    match reply.get_document("writeConcernError") {
+        Err(_) => Ok(reply),
+        Ok(concern) => {
+            let error = mongodb::bson::from_document(concern.clone()).map_err(mongodb::error::Error::from)?;
+            Err(ErrorKind::Write(WriteFailure::WriteConcernError(error)).into())
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Typed errors of the cache. The adapter maps each to an HTTP status in one place.
 
-use mongodb::error::ErrorKind;
+use mongodb::error::{ErrorKind, WriteFailure};
 
 use crate::schema::Millis;
 
@@ -56,7 +56,9 @@ pub enum CacheError {
 
 impl From<mongodb::error::Error> for CacheError {
     fn from(err: mongodb::error::Error) -> Self {
-        if is_unavailable(&err) {
+        if let ErrorKind::Write(WriteFailure::WriteConcernError(concern)) = err.kind.as_ref() {
+            CacheError::WriteConcern(concern.message.clone())
+        } else if is_unavailable(&err) {
             CacheError::Unavailable(err)
         } else {
             CacheError::Database(err)

@@ -176,6 +176,7 @@ class State:
         self.cursor_ids = itertools.count(1000)
         self.connection_ids = itertools.count(1)
         self.reply_delay_ms = reply_delay_ms
+        self.fail_point = None  # the `failCommand` fail point, see cmd_configure_fail_point
 
 
 class CommandError(Exception):
@@ -518,6 +519,45 @@ def cmd_set_delay(state, db, cmd, conn):
     return {"ok": 1.0, "replyDelayMs": state.reply_delay_ms}
 
 
+def cmd_configure_fail_point(state, db, cmd, conn):
+    """MongoDB's `failCommand` fail point (a subset): `mode` is "alwaysOn", "off" or {"times": n};
+    `data` names `failCommands` and one of `errorCode` (with optional `errorLabels`),
+    `closeConnection: true` or `writeConcernError` (the command runs; its reply carries that error).
+    Stand-in extension: `standinAfterCommand: true` runs the command first
+    and then fails it (or closes the connection without a reply), as when a reply is lost."""
+    if cmd["configureFailPoint"] != "failCommand":
+        return error_reply("only the failCommand fail point is supported", 2)
+    mode, data = cmd.get("mode"), cmd.get("data") or {}
+    if mode == "off":
+        state.fail_point = None
+        return {"ok": 1.0}
+    times = None if mode == "alwaysOn" else int(mode["times"])
+    state.fail_point = {"times": times, "commands": set(data.get("failCommands", [])), "code": data.get("errorCode"),
+                        "labels": list(data.get("errorLabels", [])), "close": bool(data.get("closeConnection")),
+                        "after": bool(data.get("standinAfterCommand")), "write_concern": data.get("writeConcernError")}
+    return {"ok": 1.0}
+
+
+def take_fail_point(state, name):
+    """The fail point's action for this command, counting down `times`; None when it does not apply."""
+    with state.lock:
+        point = state.fail_point
+        if point is None or name not in point["commands"]:
+            return None
+        if point["times"] is not None:
+            point["times"] -= 1
+            if point["times"] <= 0:
+                state.fail_point = None
+        return point
+
+
+def fail_point_reply(point):
+    reply = error_reply("failCommand fail point", point["code"] or 8)
+    if point["labels"]:
+        reply["errorLabels"] = point["labels"]
+    return reply
+
+
 COMMANDS = {
     "hello": cmd_hello, "isMaster": cmd_hello, "ismaster": cmd_hello,
     "ping": cmd_ok, "buildInfo": cmd_build_info, "buildinfo": cmd_build_info,
@@ -532,6 +572,7 @@ COMMANDS = {
     "drop": cmd_drop, "dropDatabase": cmd_drop_database,
     "listCollections": cmd_list_collections, "listDatabases": cmd_list_databases,
     "standinSetDelay": cmd_set_delay,
+    "configureFailPoint": cmd_configure_fail_point,
 }
 
 
@@ -632,7 +673,16 @@ class Handler(socketserver.StreamRequestHandler):
                     db = cmd.pop("$db", "admin")
                     for meta in ("lsid", "$clusterTime", "$readPreference", "txnNumber", "autocommit", "startTransaction"):
                         cmd.pop(meta, None)
-                    reply = run_command(state, db, cmd, self)
+                    point = take_fail_point(state, first_key(cmd)) if cmd else None
+                    if point is None or point["after"] or point["write_concern"]:
+                        reply = run_command(state, db, cmd, self)
+                    if point is not None:
+                        if point["close"]:
+                            return  # the connection closes without a reply
+                        if point["write_concern"]:
+                            reply = dict(reply, writeConcernError=point["write_concern"])
+                        else:
+                            reply = fail_point_reply(point)
                     self.delay(cmd)
                     if flags & 2:  # moreToCome: the client expects no reply
                         continue

@@ -208,6 +208,46 @@ def test_concurrent_pushes_lose_nothing(server):
     assert clients[0].t.get_collection(coll_name).count_documents({}) == 1
 
 
+def test_fail_point_fails_the_named_commands_the_given_number_of_times(db):
+    admin = db.client.admin
+    admin.command({"configureFailPoint": "failCommand", "mode": {"times": 2},
+                   "data": {"failCommands": ["insert"], "errorCode": 112, "errorLabels": ["TransientTransactionError"]}})
+    for _ in range(2):
+        with pytest.raises(OperationFailure) as error:
+            db.c.insert_one({"a": 1})
+        assert error.value.code == 112 and "TransientTransactionError" in error.value.details["errorLabels"]
+    db.c.insert_one({"a": 2})
+    assert [d["a"] for d in db.c.find({}, {"_id": 0})] == [2], "failed commands did not run"
+    admin.command({"configureFailPoint": "failCommand", "mode": "alwaysOn", "data": {"failCommands": ["find"], "errorCode": 2}})
+    for _ in range(3):
+        with pytest.raises(OperationFailure):
+            db.c.find_one({})
+    admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+    assert db.c.find_one({}, {"_id": 0}) == {"a": 2}
+
+
+def test_fail_point_can_lose_the_reply_of_a_command_that_ran(server):
+    from pymongo.errors import AutoReconnect
+    client = MongoClient(server + "/?directConnection=true", retryWrites=False)
+    coll = client.t.get_collection("c%d" % next(_names))
+    client.admin.command({"configureFailPoint": "failCommand", "mode": {"times": 1},
+                          "data": {"failCommands": ["insert"], "closeConnection": True, "standinAfterCommand": True}})
+    with pytest.raises(AutoReconnect):
+        coll.insert_one({"a": 1})
+    assert coll.count_documents({}) == 1, "the command ran; only its reply was lost"
+    client.close()
+
+
+def test_fail_point_can_report_a_write_concern_error_after_the_write(db):
+    from pymongo.errors import WriteConcernError
+    db.client.admin.command({"configureFailPoint": "failCommand", "mode": {"times": 1},
+                             "data": {"failCommands": ["insert"], "writeConcernError": {"code": 64, "errmsg": "waiting for replication timed out"}}})
+    with pytest.raises(WriteConcernError) as error:
+        db.c.insert_one({"a": 1})
+    assert error.value.code == 64
+    assert db.c.count_documents({}) == 1, "the write happened"
+
+
 def test_reply_delay_hook(db):
     db.c.insert_one({"a": 1})
     db.client.admin.command("standinSetDelay", 300)
