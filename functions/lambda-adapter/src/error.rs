@@ -8,7 +8,7 @@ use serde_json::json;
 /// Seconds a client should wait before retrying when the database is unavailable or too contended.
 pub const RETRY_AFTER_SECONDS: u32 = 2;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     #[error("the request body is not valid JSON: {0}")]
     InvalidJson(String),

@@ -1,6 +1,6 @@
 //! Start-up, once per execution environment: logging, configuration, the MongoDB URI (directly or from
-//! Secrets Manager) and one `mongodb::Client` reused by every invocation. The client connects lazily, so
-//! cold start makes no database round trip.
+//! Secrets Manager) and one `mongodb::Client` reused by every invocation. The client connects lazily and
+//! start-up never waits for the database: the first contact runs in the background (`readiness.rs`).
 
 use std::time::Duration;
 
@@ -65,7 +65,9 @@ pub async fn init(function: &str) -> Result<AppState, StartupError> {
 
 /// A client tuned for Lambda: a small pool (one invocation at a time per environment), short server
 /// selection and connect timeouts so an unreachable database fails fast, and an app name for server logs.
-/// Values given in the URI win.
+/// Values given in the URI win. These bound reaching the server, which a busy server still answers at
+/// once; authenticating a cold environment's first connection can take seconds while a whole fleet does
+/// the same, and has its own budget (`MONGODB_FIRST_CONNECT_MS`, `readiness.rs`).
 pub async fn connect(uri: &str, function: &str, operation_timeout: Duration) -> Result<Client, StartupError> {
     let mut options = ClientOptions::parse(uri).await.map_err(|e| StartupError::Connection(connection_problem(&e)))?;
     options.app_name.get_or_insert_with(|| format!("bytemark-tickets-cache/{function}"));
