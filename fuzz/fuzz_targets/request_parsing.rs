@@ -25,7 +25,12 @@ fuzz_target!(|data: &[u8]| {
                 // What is stored verifies when it is read back.
                 let payload = pass.0.get_document("payload").expect("a payload");
                 let mut text = Vec::new();
-                assert_eq!(hashing::verify_into(payload, Some(hash), Some(JCS_ALG), &mut text), (Integrity::Verified, Ok(())), "{:?}", pass.0);
+                assert_eq!(
+                    hashing::verify_into(payload, Some(hash), Some(JCS_ALG), &mut text),
+                    (Integrity::Verified, Ok(())),
+                    "{:?}",
+                    pass.0
+                );
             }
         }
     }

@@ -12,8 +12,8 @@
 pub mod bench_support;
 pub mod binaries;
 pub mod documentdb;
+mod read_invariants;
 pub mod runtime_api;
-mod strict_json;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -562,4 +562,4 @@ pub async fn call(state: &lambda_adapter::AppState, operation: lambda_adapter::O
     Reply { status, headers, body, raw_body }
 }
 
-pub use strict_json::strict_json;
+pub use read_invariants::{strict_json, verified_payloads_match_their_hashes};

@@ -1,8 +1,13 @@
-//! A JSON parser as strict as I-JSON: an object that names a member twice is an error, at any depth
-//! (serde_json, `JSON.parse` and Python keep the last member silently). Shared by the tests and the
-//! fuzz targets (`#[path]`), so both hold responses to the same rule.
+//! What every read response must satisfy, whatever is stored: it is I-JSON (no member named twice, at any
+//! depth), and `verified` is said only of a payload whose printed text hashes to the printed hash. Shared
+//! by the tests and the fuzz targets (`#[path]`), so both hold responses to the same rules.
 
-/// Parses `text`, refusing repeated member names.
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+/// Parses `text` as I-JSON requires, refusing repeated member names (serde_json, `JSON.parse` and
+/// Python keep the last one silently).
 pub fn strict_json(text: &[u8]) -> Result<serde_json::Value, String> {
     use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
     use serde_json::{Map, Value};
@@ -59,4 +64,35 @@ pub fn strict_json(text: &[u8]) -> Result<serde_json::Value, String> {
     let value = Strict.deserialize(&mut deserializer).map_err(|e| e.to_string())?;
     deserializer.end().map_err(|e| e.to_string())?;
     Ok(value)
+}
+
+/// A served pass, with its payload's exact text.
+#[derive(Deserialize)]
+struct ServedPass {
+    payload: Box<RawValue>,
+    payload_hash: Option<serde_json::Value>,
+    integrity: String,
+}
+
+#[derive(Deserialize)]
+struct Served {
+    #[serde(default)]
+    passes: Vec<ServedPass>,
+    #[serde(default)]
+    passes4: Vec<ServedPass>,
+}
+
+/// Checks that every pass a read body calls `verified` has `payload_hash == sha256(payload text)`.
+pub fn verified_payloads_match_their_hashes(body: &[u8]) -> Result<(), String> {
+    let served: Served = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    for pass in served.passes.iter().chain(&served.passes4) {
+        if pass.integrity == "verified" {
+            let text = pass.payload.get();
+            let digest: String = Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+            if pass.payload_hash != Some(serde_json::Value::String(digest)) {
+                return Err(format!("verified, yet {text} is not what {:?} covers", pass.payload_hash));
+            }
+        }
+    }
+    Ok(())
 }
