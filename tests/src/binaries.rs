@@ -23,6 +23,16 @@ fn cargo() -> Command {
         command.env("PATH", path);
     }
     command.current_dir(workspace_root());
+    // Not the variables cargo set for this test process: build scripts watch some of them (ring's reruns
+    // on CARGO_MANIFEST_DIR), and seeing them here would rebuild the TLS stack on every run, once here and
+    // once more in the next `cargo test`.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let per_target = ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR"];
+        if name.starts_with("CARGO_PKG_") || per_target.contains(&name.as_ref()) {
+            command.env_remove(name.as_ref());
+        }
+    }
     command
 }
 
@@ -47,12 +57,14 @@ pub fn debug_binary(name: &str) -> PathBuf {
     }
 }
 
-/// A directory holding `<function>/bootstrap` for each of `functions`, release-built as `make build` does.
+/// A directory holding `<function>/bootstrap` for each function, release-built as `make build` does.
 ///
-/// `cargo lambda build --release` brings `target/lambda/` up to date (a no-op after `make build`); without
-/// cargo-lambda, `cargo build --release` builds the same code with the same profile. `FLEET_BOOTSTRAPS`
-/// names another directory of that layout instead (to compare builds).
-pub fn release_bootstraps(functions: &[&str]) -> PathBuf {
+/// `cargo lambda build --release` of all four, exactly as `make build` runs it, brings `target/lambda/` up
+/// to date (a no-op after `make build`: a subset of the binaries would resolve features differently and
+/// rebuild everything); without cargo-lambda, `cargo build --release` builds the same code with the same
+/// profile. `FLEET_BOOTSTRAPS` names another directory of that layout instead (to compare builds).
+pub fn release_bootstraps() -> PathBuf {
+    let functions = FUNCTIONS;
     if let Some(dir) = std::env::var_os("FLEET_BOOTSTRAPS") {
         eprintln!("[harness] release bootstraps from FLEET_BOOTSTRAPS={}", Path::new(&dir).display());
         return PathBuf::from(dir);

@@ -2,50 +2,13 @@
 //! over HTTP with API Gateway and EventBridge events; and the Secrets Manager start-up path against an
 //! AWS emulator (LocalStack on Docker hosts, moto server here).
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
+use integration_tests::binaries::debug_binary;
 use integration_tests::runtime_api::{lambda_env, RuntimeApi};
 use integration_tests::{server, unique_database, workspace_root, Auth, HttpEvent};
 use serde_json::{json, Value};
-
-const FUNCTIONS: [&str; 4] = ["get-tickets", "update-tickets", "push-log", "ttl-sweeper"];
-
-/// Builds the four binaries once per test process (debug profile, same target directory).
-fn binary(name: &str) -> PathBuf {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut command = Command::new(cargo);
-        command.current_dir(workspace_root()).args(["build", "--quiet"]);
-        // Not the variables cargo set for this test process: build scripts watch some of them (ring's
-        // reruns on CARGO_MANIFEST_DIR), and seeing them here would rebuild the TLS stack on every run,
-        // once here and once more in the next `cargo test`.
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            let per_target =
-                ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR"];
-            if name.starts_with("CARGO_PKG_") || per_target.contains(&name.as_ref()) {
-                command.env_remove(name.as_ref());
-            }
-        }
-        for f in FUNCTIONS {
-            command.args(["--bin", f]);
-        }
-        let status = command.status().map_err(|e| format!("cargo build: {e}"))?;
-        if !status.success() {
-            return Err(format!("cargo build failed: {status}"));
-        }
-        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
-        Ok(target.join("debug"))
-    });
-    match dir {
-        Ok(dir) => dir.join(name),
-        Err(e) => panic!("{e}"),
-    }
-}
 
 /// A function process behind its own runtime API; killed on drop.
 struct Function {
@@ -56,7 +19,7 @@ struct Function {
 impl Function {
     async fn start(name: &str, env: &[(&str, String)]) -> Function {
         let api = RuntimeApi::start().await.unwrap();
-        let mut command = Command::new(binary(name));
+        let mut command = Command::new(debug_binary(name));
         command.envs(lambda_env(name, &api.endpoint())).env_remove("MONGODB_URI").env("RUST_LOG", "warn");
         for (k, v) in env {
             command.env(k, v);
@@ -208,7 +171,7 @@ async fn the_uri_can_come_from_secrets_manager() {
 
     // A secret that does not exist fails start-up (reported to the runtime API), never serving requests.
     let api = RuntimeApi::start().await.unwrap();
-    let mut child = Command::new(binary("get-tickets"))
+    let mut child = Command::new(debug_binary("get-tickets"))
         .envs(lambda_env("get-tickets", &api.endpoint()))
         .envs(aws_env.iter().map(|(k, v)| (k.to_string(), v.clone())))
         .env_remove("MONGODB_URI")
