@@ -136,8 +136,9 @@ impl Backoff {
 pub const MIN_ATTEMPT: Duration = Duration::from_millis(10);
 
 /// The first attempt's server-side limit: far above an uncontended write (milliseconds, including a
-/// majority write concern), below PostgreSQL's 1 s `deadlock_timeout`.
-pub const FIRST_ATTEMPT_TIME: Duration = Duration::from_millis(400);
+/// majority write concern), below PostgreSQL's 1 s `deadlock_timeout`. A write concern wait it cuts
+/// short is a write that ran; an idempotent one is repeated with the doubled limit.
+pub const FIRST_ATTEMPT_TIME: Duration = Duration::from_millis(250);
 
 /// One write's time budget (the operation timeout) and the retries spent in it.
 #[derive(Debug)]
@@ -233,7 +234,7 @@ mod tests {
     fn attempt_limits_double_stay_inside_the_budget_and_never_mean_unlimited() {
         let ms = Duration::from_millis;
         let limits: Vec<u128> = (0..4).map(|r| attempt_limit(r, ms(3000)).as_millis()).collect();
-        assert_eq!(limits, [400, 800, 1600, 3000]);
+        assert_eq!(limits, [250, 500, 1000, 2000]);
         assert!(FIRST_ATTEMPT_TIME < ms(1000), "below PostgreSQL's deadlock_timeout");
         assert_eq!(attempt_limit(0, ms(120)), ms(120), "never past the time left");
         assert_eq!(attempt_limit(2, Duration::ZERO), ms(1), "0 would mean no limit at all");
