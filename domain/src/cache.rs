@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
+use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{doc, rawdoc, Bson, DateTime, Document, RawArrayBuf, RawBson, RawBsonRef, RawDocumentBuf};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{IndexOptions, ReturnDocument};
@@ -163,6 +164,7 @@ impl TicketCache {
         ] };
         let guarded = |new: RawBson, name: &str| rawdoc! { "$cond": [writable.clone(), new, format!("${name}")] };
         let mut set = rawdoc! {
+            "_id": { "$ifNull": ["$_id", derived_id(user)] },
             field::TIMESTAMP: guarded(timestamp.0.into(), field::TIMESTAMP),
             field::EXPIRES_AT: guarded(self.expires_at(now).into(), field::EXPIRES_AT),
         };
@@ -242,6 +244,7 @@ impl TicketCache {
             -i64::from(self.config.log_cap),
         ] };
         let expires_at = self.expires_at(now);
+        let document_id = doc! { "$ifNull": ["$_id", derived_id(user)] };
         let (set, projection) = match &entry.id {
             Some(id) => {
                 let ids = doc! { "$map": {
@@ -251,12 +254,13 @@ impl TicketCache {
                 } };
                 let duplicate = doc! { "$in": [id, ids] };
                 let set = doc! {
+                    "_id": document_id,
                     log: { "$cond": [duplicate.clone(), &logged, appended] },
                     field::EXPIRES_AT: { "$cond": [duplicate, format!("${}", field::EXPIRES_AT), expires_at] },
                 };
                 (set, doc! { "_id": 0, format!("{log}.{}", field::LOG_ENTRY_ID): 1 })
             }
-            None => (doc! { log: appended, field::EXPIRES_AT: expires_at }, doc! { "_id": 1 }),
+            None => (doc! { "_id": document_id, log: appended, field::EXPIRES_AT: expires_at }, doc! { "_id": 1 }),
         };
         let update = vec![doc! { "$set": set }];
         let filter = doc! { field::USER_ID: user };
@@ -488,6 +492,20 @@ impl TicketCache {
             tokio::time::sleep(delay).await;
         }
     }
+}
+
+/// The `_id` of a document an upsert creates; a stored document keeps its own (`$ifNull`). Derived
+/// from the user id (four zero bytes, then the id as eight big-endian bytes), so concurrent first
+/// writes of one user collide on the primary key. That matters on DocumentDB: its unique `user_id`
+/// index is an exclusion constraint, on which concurrent inserts of one key deadlock (each waits for
+/// the others until PostgreSQL's 1 s deadlock timeout ends one, and the rest queue up again), while its
+/// primary key is a B-tree whose second inserter waits for the first and then gets E11000, retried as
+/// an update. It also keeps a second document for a user from being created where the unique index is
+/// missing. Driver-made ObjectIds begin with their creation time, so none equals a derived one.
+fn derived_id(user: UserId) -> ObjectId {
+    let mut bytes = [0_u8; 12];
+    bytes[4..].copy_from_slice(&user.get().to_be_bytes());
+    ObjectId::from_bytes(bytes)
 }
 
 /// A raw command's reply, or its `writeConcernError` as the driver's error for it (which typed

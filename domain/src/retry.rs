@@ -6,11 +6,12 @@
 //! Both mean the write was refused, so another attempt is safe. A lost reply is different: the write may
 //! have run, so only an idempotent write is sent again.
 //!
-//! DocumentDB enforces unique indexes with exclusion constraints, which concurrent first writes can
-//! deadlock on; PostgreSQL ends a deadlock only after `deadlock_timeout` (1 s), and such waits queue
-//! behind each other. Each attempt therefore carries a server-side limit (`maxTimeMS`) below that:
-//! the server abandons a stuck attempt and releases its locks, and the retry finds the document in
-//! place. The limit doubles with each retry, so a write that is merely slow still gets the whole budget.
+//! An attempt stuck on a lock keeps waiting until the server ends the wait; on DocumentDB (PostgreSQL) a
+//! deadlock ends only after `deadlock_timeout` (1 s), and such waits queue behind each other. Each
+//! attempt therefore carries a server-side limit (`maxTimeMS`) below that: the server abandons a stuck
+//! attempt and releases its locks. The limit doubles with each retry, so a write that is merely slow
+//! still gets the whole budget. (Concurrent first writes of one user no longer deadlock there: see
+//! `derived_id` in `cache.rs`.)
 
 use std::time::{Duration, Instant};
 

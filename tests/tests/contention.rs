@@ -454,3 +454,29 @@ async fn an_unsatisfied_write_concern_is_repeated_only_when_harmless() {
     assert!(last_retries(&state) >= 1.0);
     fail_point(&admin, Bson::String("off".into()), doc! {}).await;
 }
+
+#[tokio::test]
+async fn a_document_the_cache_creates_has_the_id_derived_from_its_user() {
+    if integration_tests::server().kind == "stand-in" {
+        eprintln!("skipped: the stand-in (mongomock) assigns its own _id on upsert");
+        return;
+    }
+    let db = TestDb::new("derivedid").await;
+    let state = app_state(&db, AccessConfig::default());
+    let derived = |user: i64| {
+        let mut bytes = [0_u8; 12];
+        bytes[4..].copy_from_slice(&user.to_be_bytes());
+        Bson::ObjectId(domain::mongodb::bson::oid::ObjectId::from_bytes(bytes))
+    };
+    assert_eq!(put(&state, 5, DateTime::now().timestamp_millis(), "a").await.status, 200);
+    assert_eq!(push(&state, 6, "e").await.status, 201);
+    for user in [5, 6] {
+        assert_eq!(db.raw(user).await.unwrap().get("_id"), Some(&derived(user)), "user {user}");
+    }
+    // A document written by someone else keeps its own _id through both writes.
+    let legacy = domain::mongodb::bson::oid::ObjectId::new();
+    db.insert_raw(&[doc! { "_id": legacy, "user_id": 7_i64 }]).await;
+    assert_eq!(put(&state, 7, DateTime::now().timestamp_millis(), "b").await.status, 200);
+    assert_eq!(push(&state, 7, "f").await.status, 201);
+    assert_eq!(only_document(&db, 7).await.get_object_id("_id").unwrap(), legacy);
+}
