@@ -47,12 +47,15 @@ pub fn debug_binary(name: &str) -> PathBuf {
     }
 }
 
-/// A directory holding `<function>/bootstrap` for each of `functions`, release-built as `make build` does.
+/// A directory holding `<function>/bootstrap` for each function, release-built as `make build` does.
 ///
-/// `cargo lambda build --release` brings `target/lambda/` up to date (a no-op after `make build`); without
-/// cargo-lambda, `cargo build --release` builds the same code with the same profile. `FLEET_BOOTSTRAPS`
-/// names another directory of that layout instead (to compare builds).
-pub fn release_bootstraps(functions: &[&str]) -> PathBuf {
+/// `cargo lambda build --release` brings `target/lambda/` up to date: a no-op after `make build`, because it
+/// builds the same four binaries (another selection unifies dependency features differently and relinks
+/// everything, minutes with fat LTO). Without cargo-lambda, `cargo build --release` builds the same code
+/// with the same profile. `FLEET_BOOTSTRAPS` names another directory of that layout instead (to compare
+/// builds).
+pub fn release_bootstraps() -> PathBuf {
+    let functions = FUNCTIONS;
     if let Some(dir) = std::env::var_os("FLEET_BOOTSTRAPS") {
         eprintln!("[harness] release bootstraps from FLEET_BOOTSTRAPS={}", Path::new(&dir).display());
         return PathBuf::from(dir);

@@ -216,7 +216,7 @@ async fn a_cold_fleet_writing_one_user_at_once_stays_consistent_without_5xx() {
     assert!(n >= 20, "FLEET_ENVIRONMENTS must be at least 20 (got {n})");
     // Two phases of n distinct ids each: the second pushes the cap's worth out, so trimming is checked.
     let cap = n + n / 2;
-    let dir = release_bootstraps(&WRITERS);
+    let dir = release_bootstraps();
     let database = unique_database("fleet");
     let uri = server().uri.clone();
     let logs = std::env::temp_dir().join(format!("fleet-{}", std::process::id()));
