@@ -22,6 +22,21 @@ fn cargo() -> Command {
     if let Ok(path) = std::env::join_paths(std::iter::once(venv).chain(std::env::split_paths(&path))) {
         command.env("PATH", path);
     }
+    // Cargo gives a test process the variables it sets for a crate (CARGO_PKG_NAME, CARGO_MANIFEST_DIR,
+    // OUT_DIR, ...). Some dependencies' build scripts rerun when those change, so inherited they would make
+    // this build differ from `make build`'s and relink everything.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_crates =
+            ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR"]
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+                || name == "CARGO_RUSTC_CURRENT_DIR"
+                || name == "OUT_DIR";
+        if set_for_crates {
+            command.env_remove(name.as_ref());
+        }
+    }
     command.current_dir(workspace_root());
     command
 }
