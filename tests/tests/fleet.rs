@@ -18,7 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use domain::mongodb::bson::{doc, Bson, DateTime, Document};
-use domain::mongodb::Client;
+use domain::mongodb::{Client, IndexModel};
+use futures_util::TryStreamExt;
 use integration_tests::binaries::release_bootstraps;
 use integration_tests::runtime_api::{lambda_env, RuntimeApi};
 use integration_tests::{server, unique_database, Auth, HttpEvent};
@@ -264,7 +265,7 @@ async fn a_cold_fleet_writing_one_user_at_once_stays_consistent_without_5xx() {
         // already queued when the environments first poll, as when a request cold-starts a Lambda.
         let first_ids: Vec<String> = (0..n).map(|i| format!("r{round}-a{i}")).collect();
         let first = run_phase(puts, pushers, user, base, &first_ids).await;
-        let stored: Vec<Document> = collection.find(doc! { "user_id": user }).await.unwrap().try_collect_all().await;
+        let stored: Vec<Document> = read_back(|| async { collection.find(doc! { "user_id": user }).await?.try_collect().await }).await;
         broken.extend(check_phase(
             &format!("round {round} first writes"),
             &first,
@@ -282,14 +283,9 @@ async fn a_cold_fleet_writing_one_user_at_once_stays_consistent_without_5xx() {
             ));
         }
         if round == 0 {
-            let unique_index = collection
-                .list_indexes()
-                .await
-                .unwrap()
-                .try_collect_all()
-                .await
-                .iter()
-                .any(|ix| ix.keys == doc! { "user_id": 1 } && ix.options.as_ref().and_then(|o| o.unique) == Some(true));
+            let indexes: Vec<IndexModel> = read_back(|| async { collection.list_indexes().await?.try_collect().await }).await;
+            let unique_index =
+                indexes.iter().any(|ix| ix.keys == doc! { "user_id": 1 } && ix.options.as_ref().and_then(|o| o.unique) == Some(true));
             if !unique_index {
                 broken.push("round 0: the writers did not create the unique user_id index".into());
             }
@@ -299,7 +295,7 @@ async fn a_cold_fleet_writing_one_user_at_once_stays_consistent_without_5xx() {
         let second_ids: Vec<String> = (0..n).map(|i| format!("r{round}-b{i}")).collect();
         let update_base = base + 10_000;
         let second = run_phase(puts, pushers, user, update_base, &second_ids).await;
-        let stored: Vec<Document> = collection.find(doc! { "user_id": user }).await.unwrap().try_collect_all().await;
+        let stored: Vec<Document> = read_back(|| async { collection.find(doc! { "user_id": user }).await?.try_collect().await }).await;
         broken.extend(check_phase(
             &format!("round {round} updates"),
             &second,
@@ -367,14 +363,19 @@ async fn a_cold_fleet_writing_one_user_at_once_stays_consistent_without_5xx() {
     let _ = std::fs::remove_dir_all(&logs);
 }
 
-/// Collects a cursor, panicking on error (test-side reads only).
-trait CollectAll<T> {
-    async fn try_collect_all(self) -> Vec<T>;
-}
-
-impl<T: Send + Sync + serde::de::DeserializeOwned> CollectAll<T> for domain::mongodb::Cursor<T> {
-    async fn try_collect_all(self) -> Vec<T> {
-        use futures_util::TryStreamExt;
-        self.try_collect().await.unwrap_or_else(|e| panic!("read back: {e}"))
+/// The test's own reads of what the fleet stored. An engine the fleet overloaded may refuse them for a
+/// while (DocumentDB: PostgreSQL out of connection slots until abandoned commands finish), so they are
+/// retried for up to a minute: the figures above them must not be lost to a read-back.
+async fn read_back<T, F: std::future::Future<Output = domain::mongodb::error::Result<T>>>(read: impl Fn() -> F) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match read().await {
+            Ok(value) => return value,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("[fleet] read-back failed, retrying: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("reading back what the fleet stored: {e}"),
+        }
     }
 }
