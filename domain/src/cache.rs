@@ -22,7 +22,7 @@ use crate::error::{CacheError, ValidationError};
 use crate::input::{validate_log_entry, validate_passes, LogEntryInput, PassUpdate};
 use crate::read::{self, CachedTickets, Freshness};
 use crate::retry::{self, Budget, WriteKind};
-use crate::schema::{field, reserved, Millis, PassKind, Selection, UserId, MAX_SAFE_INTEGER};
+use crate::schema::{field, reserved, JsNumber, Millis, PassKind, Selection, UserId, MAX_SAFE_INTEGER};
 use crate::verified::{ConvertedPayloads, VerifiedPayloads};
 
 /// The ticket cache over one MongoDB collection. Cheap to clone; share one per execution environment.
@@ -141,6 +141,11 @@ impl TicketCache {
     /// Monotonic: when the stored `timestamp` is newer than this write nothing changes and the stored
     /// timestamp is returned as [`CacheError::StaleWrite`]. A pass whose `pass_uuid` was already stored keeps
     /// the stored fields this service does not own (Mongoose's `_id`, vendor fields).
+    ///
+    /// One `update` with a two-stage pipeline (`merge_stages`). `update` rather than `findAndModify`,
+    /// because DocumentDB spends less on it and the reply still tells what happened: a write that changed
+    /// nothing was refused by the timestamp guard (or repeated an identical write), and only then is the
+    /// stored timestamp read, for the 409. (`bench/put_pipelines.py` measures each choice.)
     pub async fn replace_passes(&self, user: UserId, update: &PassUpdate, now: DateTime) -> Result<ReplaceOutcome, CacheError> {
         if update.passes.is_none() && update.passes4.is_none() {
             return Err(ValidationError::NoPasses.into());
@@ -163,7 +168,8 @@ impl TicketCache {
             { "$lte": [stored.as_str(), timestamp.0] },
         ] };
         let guarded = |new: RawBson, name: &str| rawdoc! { "$cond": [writable.clone(), new, format!("${name}")] };
-        let mut set = rawdoc! {
+        let mut index_stage = RawDocumentBuf::new();
+        let mut write_stage = rawdoc! {
             "_id": { "$ifNull": ["$_id", derived_id(user)] },
             field::TIMESTAMP: guarded(timestamp.0.into(), field::TIMESTAMP),
             field::EXPIRES_AT: guarded(self.expires_at(now).into(), field::EXPIRES_AT),
@@ -172,26 +178,23 @@ impl TicketCache {
         for kind in PassKind::ALL {
             let Some(passes) = update.passes(kind) else { continue };
             let valid_passes = validate_passes(kind, passes, timestamp, limits, &self.converted)?;
-            let count = Some(valid_passes.len());
-            let mut valid = RawArrayBuf::new();
-            for pass in valid_passes {
-                valid.push(pass.0);
-            }
             match kind {
-                PassKind::Passes => outcome.passes = count,
-                PassKind::Passes4 => outcome.passes4 = count,
+                PassKind::Passes => outcome.passes = Some(valid_passes.len()),
+                PassKind::Passes4 => outcome.passes4 = Some(valid_passes.len()),
             }
-            set.append(kind.field(), guarded(merge_by_uuid(kind, valid).into(), kind.field()));
+            let (index, merged) = merge_stages(kind, valid_passes.into_iter().map(|pass| pass.0));
+            index_stage.append(kind.field(), guarded(index.into(), kind.field()));
+            write_stage.append(kind.field(), guarded(merged.into(), kind.field()));
         }
-        // findAndModify as a raw command: the passes are already BSON, and the driver's typed helpers
-        // would copy them into `Document` trees first (0.5 ms for 40 passes, `bench/profile.md`).
+        // A raw command: the passes are already BSON, and the driver's typed helpers would copy them into
+        // `Document` trees first (`bench/profile.md`).
         let mut command = rawdoc! {
-            "findAndModify": self.config.collection.as_str(),
-            "query": { field::USER_ID: user },
-            "update": [{ "$set": set }],
-            "upsert": true,
-            "new": true,
-            "fields": { "_id": 0, field::TIMESTAMP: 1 },
+            "update": self.config.collection.as_str(),
+            "updates": [{
+                "q": { field::USER_ID: user },
+                "u": [{ "$set": index_stage }, { "$set": write_stage }],
+                "upsert": true,
+            }],
         };
         if let Some(concern) = self.db.write_concern() {
             // A raw command does not inherit the client's write concern; send it explicitly.
@@ -208,18 +211,21 @@ impl TicketCache {
             .write(&mut budget, kind, |limit| {
                 let mut attempt = command.clone();
                 attempt.append("maxTimeMS", limit.as_millis() as i64);
-                async move { self.db.run_raw_command(attempt).await.and_then(write_concern_satisfied) }
+                async move { self.db.run_raw_command(attempt).await.and_then(write_acknowledged) }
             })
             .await?;
-        let stored_timestamp = reply
-            .get_document("value")
-            .ok()
-            .and_then(|d| mongodb::bson::from_bson::<Millis>(d.get(field::TIMESTAMP)?.clone()).ok())
-            .unwrap_or(timestamp);
-        if stored_timestamp > timestamp {
-            return Err(CacheError::StaleWrite { stored: stored_timestamp });
+        if changed_or_created(&reply) {
+            return Ok(outcome);
         }
-        Ok(outcome)
+        // Nothing changed: the guard kept a newer document, or this exact write was already stored.
+        let stored = self
+            .timed(self.raw.find_one(doc! { field::USER_ID: user }).projection(doc! { "_id": 0, field::TIMESTAMP: 1 }))
+            .await?
+            .and_then(|found| found.get(field::TIMESTAMP).ok().flatten().and_then(|stored| newer_than(stored, timestamp)));
+        match stored {
+            Some(stored) => Err(CacheError::StaleWrite { stored }),
+            None => Ok(outcome),
+        }
     }
 
     /// Appends one entry to a pass kind's log, keeping the newest `log_cap` entries. An entry whose `id`
@@ -508,9 +514,14 @@ fn derived_id(user: UserId) -> ObjectId {
     ObjectId::from_bytes(bytes)
 }
 
-/// A raw command's reply, or its `writeConcernError` as the driver's error for it (which typed
-/// operations raise themselves), so that it is classified and reported like theirs.
-fn write_concern_satisfied(reply: Document) -> mongodb::error::Result<Document> {
+/// A raw write command's reply, or its first write error or its `writeConcernError` as the driver's
+/// error for it (which typed operations raise themselves), so that it is classified and reported like
+/// theirs: `update` answers a duplicate key or a write conflict with `ok: 1` and `writeErrors`.
+fn write_acknowledged(reply: Document) -> mongodb::error::Result<Document> {
+    if let Some(Bson::Document(error)) = reply.get_array("writeErrors").ok().and_then(|errors| errors.first()) {
+        let error = mongodb::bson::from_document(error.clone()).map_err(mongodb::error::Error::from)?;
+        return Err(ErrorKind::Write(WriteFailure::WriteError(error)).into());
+    }
     match reply.get_document("writeConcernError") {
         Err(_) => Ok(reply),
         Ok(concern) => {
@@ -520,40 +531,80 @@ fn write_concern_satisfied(reply: Document) -> mongodb::error::Result<Document> 
     }
 }
 
+/// Whether an `update` reply says the document was created or changed.
+fn changed_or_created(reply: &Document) -> bool {
+    let modified = match reply.get("nModified") {
+        Some(Bson::Int32(n)) => i64::from(*n),
+        Some(Bson::Int64(n)) => *n,
+        Some(Bson::Double(n)) => *n as i64,
+        _ => 0,
+    };
+    modified > 0 || reply.contains_key("upserted")
+}
+
+/// Whether a stored timestamp is a time later than `timestamp` (the guard's "newer": a number within
+/// 0..=2^53-1, compared exactly, fraction included).
+fn newer_than(stored: RawBsonRef<'_>, timestamp: Millis) -> Option<Millis> {
+    let number = JsNumber::from_raw(stored)?;
+    let later = match number {
+        JsNumber::Int(v) => v > timestamp.0,
+        JsNumber::Float(v) => v > timestamp.0 as f64,
+    };
+    later.then(|| Millis::from_number(number)).flatten()
+}
+
 /// The sweeper's deletes and trims: repeating one removes nothing more than running it once.
 const SWEEP: WriteKind = WriteKind { upsert: false, idempotent: true };
 
-/// New passes, each merged over the stored pass with the same `pass_uuid` (stored fields first, so the
-/// new values win and fields only the stored pass has survive), less the [`reserved`] names a stored
-/// pass must not carry into the new one. `$literal` keeps client strings that start with `$` from being
-/// read as field paths.
-fn merge_by_uuid(kind: PassKind, new_passes: RawArrayBuf) -> RawDocumentBuf {
+/// The two `$set` stages that write one pass array: each new pass merged over the stored pass with the
+/// same `pass_uuid` (stored fields first, so the new values win and fields only the stored pass has
+/// survive), less the [`reserved`] names a stored pass must not carry into the new one.
+///
+/// The first stage replaces the stored array, for the second stage only, by an object from each stored
+/// `pass_uuid` that is being written to its stored pass (the first one, when a uuid is stored twice). The
+/// second looks each new pass up in it by its uuid, a constant. One pass over the stored array instead of
+/// a scan of it for every new pass: the scan and a `$let` holding the index (which DocumentDB evaluates
+/// again at every use) cost more (`bench/put_pipelines.py`). The keys are uuids this write validated,
+/// which `$getField` reads whatever they contain. `$literal` keeps client strings that start with `$`
+/// from being read as field paths.
+fn merge_stages(kind: PassKind, new_passes: impl Iterator<Item = RawDocumentBuf>) -> (RawDocumentBuf, RawArrayBuf) {
     let stored = format!("${}", kind.field());
-    let mut reserved_names = RawArrayBuf::new();
-    for name in reserved::PASS_FIELDS {
-        reserved_names.push(name);
+    let mut uuids = RawArrayBuf::new();
+    let mut merged = RawArrayBuf::new();
+    for pass in new_passes {
+        let uuid = pass.get_str(field::PASS_UUID).unwrap_or_default().to_owned();
+        merged.push(rawdoc! { "$mergeObjects": [
+            { "$getField": { "field": { "$literal": uuid.as_str() }, "input": stored.as_str() } },
+            { "$literal": pass },
+        ] });
+        uuids.push(uuid);
     }
-    let stored_pass = rawdoc! { "$arrayElemAt": [
-        { "$filter": {
+    let mut unreserved = RawArrayBuf::new();
+    let mut carries_reserved = RawArrayBuf::new();
+    for name in reserved::PASS_FIELDS {
+        unreserved.push(name);
+        carries_reserved.push(rawdoc! { "$ne": [{ "$type": format!("$$old.{name}") }, "missing"] });
+    }
+    let without_reserved = rawdoc! { "$arrayToObject": { "$filter": {
+        "input": { "$objectToArray": "$$old" },
+        "as": "field",
+        "cond": { "$not": [{ "$in": ["$$field.k", unreserved] }] },
+    } } };
+    let index = rawdoc! { "$arrayToObject": { "$map": {
+        // Reversed, so that the first stored pass of a uuid is the one the object keeps.
+        "input": { "$reverseArray": { "$filter": {
             // A stored value that is not an array holds no passes to merge (and must not fail the write).
             "input": { "$cond": [{ "$isArray": stored.as_str() }, stored.as_str(), []] },
             "as": "old",
-            "cond": { "$eq": ["$$old.pass_uuid", "$$new.pass_uuid"] },
-        } },
-        0,
-    ] };
-    rawdoc! { "$map": {
-        "input": { "$literal": new_passes },
-        "as": "new",
-        "in": { "$mergeObjects": [
-            { "$arrayToObject": { "$filter": {
-                "input": { "$objectToArray": { "$ifNull": [stored_pass, {}] } },
-                "as": "field",
-                "cond": { "$not": [{ "$in": ["$$field.k", reserved_names] }] },
-            } } },
-            "$$new",
-        ] },
-    } }
+            "cond": { "$in": [format!("$$old.{}", field::PASS_UUID), { "$literal": uuids }] },
+        } } },
+        "as": "old",
+        "in": {
+            "k": format!("$$old.{}", field::PASS_UUID),
+            "v": { "$cond": [{ "$or": carries_reserved }, without_reserved, "$$old"] },
+        },
+    } } };
+    (index, merged)
 }
 
 /// The collection's indexes, each with the query that uses it.

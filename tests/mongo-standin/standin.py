@@ -53,7 +53,7 @@ def _patch_merge_objects():
             merged = {}
             for arg in args:
                 try:
-                    value = original_parse(self, arg)
+                    value = self.parse(arg)
                 except KeyError:
                     continue
                 if value is None:
@@ -70,10 +70,18 @@ def _patch_merge_objects():
 
 
 def _patch_array_elem_at():
-    """`$arrayElemAt` past the end yields *missing* in MongoDB; mongomock raises instead."""
+    """`$arrayElemAt` past the end yields *missing* in MongoDB; mongomock raises instead. And
+    `$reverseArray`, which mongomock 4.3 lacks."""
     original = mm_aggregate._Parser._handle_array_operator
 
     def handle(self, operator, values):
+        if operator == "$reverseArray":
+            array = self.parse(values[0] if isinstance(values, list) and len(values) == 1 else values)
+            if array is None:
+                return None
+            if not isinstance(array, list):
+                raise mongomock.OperationFailure("The argument to $reverseArray must be an array", code=34435)
+            return array[::-1]
         if operator == "$arrayElemAt":
             array = self.parse(values[0])
             index = self.parse(values[1])
@@ -159,11 +167,80 @@ def _patch_type():
     mm_aggregate._Parser.parse = parse
 
 
+def _patch_get_field():
+    """`$getField` (MongoDB 5.0; mongomock 4.3 lacks it): the named field of an object, read by its
+    whole name (dots and a leading `$` included); missing when the input lacks it or is missing or null."""
+    original_parse = mm_aggregate._Parser.parse
+
+    def parse(self, expression):
+        if isinstance(expression, dict) and len(expression) == 1 and "$getField" in expression:
+            argument = expression["$getField"]
+            if isinstance(argument, dict) and "field" in argument:
+                name, source = argument["field"], argument.get("input", "$$CURRENT")
+            else:
+                name, source = argument, "$$CURRENT"
+            if isinstance(name, dict) and set(name) == {"$literal"}:
+                name = name["$literal"]
+            if not isinstance(name, str):
+                raise mongomock.OperationFailure("$getField requires 'field' to evaluate to type String", code=5654602)
+            value = self.parse(source)
+            if value is None:
+                return None
+            if not isinstance(value, dict):
+                raise mongomock.OperationFailure("$getField requires 'input' to evaluate to type Object", code=3041705)
+            if name not in value:
+                raise KeyError(name)
+            return value[name]
+        return original_parse(self, expression)
+
+    mm_aggregate._Parser.parse = parse
+
+
+def _patch_in():
+    """`{$in: [value, array]}` with a missing value (a field of a non-document, say) is false in
+    MongoDB; mongomock 4.3 lets the missing value fail the whole expression."""
+    original = mm_aggregate._Parser._handle_set_operator
+
+    def handle(self, operator, values):
+        if operator == "$in":
+            expression, array = values
+            try:
+                value = self.parse(expression)
+            except KeyError:
+                return False
+            return value in self.parse(array)
+        return original(self, operator, values)
+
+    mm_aggregate._Parser._handle_set_operator = handle
+
+
+def _patch_array_literals():
+    """An array in an expression is an array of expressions, each evaluated (a missing value becomes
+    null), as MongoDB does; mongomock 4.3 returns the array as it was written."""
+    original_parse = mm_aggregate._Parser.parse
+
+    def parse(self, expression):
+        if isinstance(expression, list):
+            values = []
+            for item in expression:
+                try:
+                    values.append(self.parse(item))
+                except KeyError:
+                    values.append(None)
+            return values
+        return original_parse(self, expression)
+
+    mm_aggregate._Parser.parse = parse
+
+
 _patch_merge_objects()
+_patch_get_field()
 _patch_array_elem_at()
 _patch_not()
 _patch_dotted_projection()
 _patch_type()
+_patch_in()
+_patch_array_literals()
 
 
 # --- server state ---------------------------------------------------------------------------------

@@ -105,6 +105,24 @@ def test_not_negates_its_one_argument(db):
     assert projected == [{"t": True, "f": False, "o": {"a": 1}}]
 
 
+def test_expressions_the_pass_merge_uses(db):
+    """$getField by a whole name, $reverseArray, arrays of expressions, and $in of a missing value, as
+    the replace's two-stage pipeline uses them (MongoDB semantics; mongomock 4.3 lacks or differs)."""
+    db.t.insert_one({"user_id": 1, "passes": ["junk", {"pass_uuid": "a.b", "v": 1}, {"pass_uuid": "a.b", "v": 2}]})
+    index = {"$arrayToObject": {"$map": {
+        "input": {"$reverseArray": {"$filter": {"input": "$passes", "as": "o", "cond": {"$in": ["$$o.pass_uuid", ["a.b"]]}}}},
+        "as": "o", "in": {"k": "$$o.pass_uuid", "v": "$$o"}}}}
+    db.t.update_one({"user_id": 1}, [
+        {"$set": {"passes": index}},
+        {"$set": {"passes": [
+            {"$mergeObjects": [{"$getField": {"field": {"$literal": "a.b"}, "input": "$passes"}}, {"w": 3}]},
+            {"$mergeObjects": [{"$getField": {"field": {"$literal": "$x"}, "input": "$passes"}}, {"w": 4}]},
+            "$missing",
+        ]}},
+    ])
+    assert db.t.find_one({"user_id": 1}, {"_id": 0})["passes"] == [{"pass_uuid": "a.b", "v": 1, "w": 3}, {"w": 4}, None]
+
+
 def test_unreadable_bson_is_refused_and_the_connection_survives(server):
     port = int(server.rsplit(":", 1)[1].strip("/"))
     with socket.create_connection(("127.0.0.1", port)) as conn:

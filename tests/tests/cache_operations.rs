@@ -150,7 +150,7 @@ async fn unknown_fields_survive_an_update() {
         .await
         .unwrap();
     assert_eq!(outcome.passes, Some(2));
-    assert_eq!(db.commands.names(), ["findAndModify"], "one round trip");
+    assert_eq!(db.commands.names(), ["update"], "one round trip");
 
     let after = db.raw(user_id).await.unwrap();
     for key in ["_id", "region", "app_version", "__v", "passes4", "passesLog", "passes4Log"] {
@@ -177,11 +177,19 @@ async fn writes_are_monotonic() {
     let before = db.raw_bytes(5).await.unwrap();
 
     let older = update(json!({ "timestamp": NOW - 1, "passes": [pass("z", 1)], "passes4": [pass("y", 1)] }));
+    db.commands.clear();
     match cache.replace_passes(user(5), &older, at(NOW)).await {
         Err(CacheError::StaleWrite { stored }) => assert_eq!(stored, Millis(NOW)),
         other => panic!("expected a stale write, got {other:?}"),
     }
+    assert_eq!(db.commands.names(), ["update", "find"], "the stored timestamp is read only for the 409");
     assert_eq!(db.raw_bytes(5).await.unwrap(), before, "a stale write changes nothing");
+
+    // The very same write again changes nothing either, and is no conflict.
+    db.commands.clear();
+    cache.replace_passes(user(5), &update(json!({ "timestamp": NOW, "passes": [pass("a", 1)] })), at(NOW)).await.unwrap();
+    assert_eq!(db.commands.names(), ["update", "find"]);
+    assert_eq!(db.raw_bytes(5).await.unwrap(), before);
 
     // The same timestamp again is a retry, not a conflict.
     cache.replace_passes(user(5), &update(json!({ "timestamp": NOW, "passes": [pass("a", 2)] })), at(NOW)).await.unwrap();
@@ -195,6 +203,11 @@ async fn writes_are_monotonic() {
     db.insert_raw(&[legacy]).await;
     let stale = cache.replace_passes(user(208), &update(json!({ "timestamp": 1_795_522_373_613_i64, "passes": [] })), at(NOW)).await;
     assert!(matches!(stale, Err(CacheError::StaleWrite { stored: Millis(1_795_522_373_614) })), "{stale:?}");
+
+    // A stored fraction is compared exactly: 1 ms + a half is newer than 1 ms.
+    db.insert_raw(&[doc! { "user_id": 209_i64, "timestamp": (NOW as f64) + 0.5 }]).await;
+    let stale = cache.replace_passes(user(209), &update(json!({ "timestamp": NOW, "passes": [] })), at(NOW)).await;
+    assert!(matches!(stale, Err(CacheError::StaleWrite { stored: Millis(NOW) })), "{stale:?}");
 }
 
 #[tokio::test]

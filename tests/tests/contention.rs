@@ -294,7 +294,7 @@ fn stored_log(stored: &Document) -> Vec<Document> {
 async fn injected_conflicts_are_retried_on_every_write_path_and_counted() {
     let (_standin, state, admin) = injected(3000).await;
     let base = DateTime::now().timestamp_millis() - 60_000;
-    let conflict = |code: i32| doc! { "failCommands": ["findAndModify"], "errorCode": code };
+    let conflict = |code: i32| doc! { "failCommands": ["update", "findAndModify"], "errorCode": code };
 
     fail_point(&admin, times(3), conflict(112)).await;
     let reply = put(&state, 1, base, "a").await;
@@ -309,8 +309,8 @@ async fn injected_conflicts_are_retried_on_every_write_path_and_counted() {
     assert_eq!(last_retries(&state), 1.0);
     let replies = [
         (times(2), conflict(112)),
-        (times(1), doc! { "failCommands": ["findAndModify"], "errorCode": 251, "errorLabels": ["TransientTransactionError"] }),
-        (times(1), doc! { "failCommands": ["findAndModify"], "errorCode": 9001, "errorLabels": ["RetryableWriteError"] }),
+        (times(1), doc! { "failCommands": ["update", "findAndModify"], "errorCode": 251, "errorLabels": ["TransientTransactionError"] }),
+        (times(1), doc! { "failCommands": ["update", "findAndModify"], "errorCode": 9001, "errorLabels": ["RetryableWriteError"] }),
         (times(2), conflict(11000)),
     ];
     for (n, (mode, data)) in replies.into_iter().enumerate() {
@@ -361,7 +361,8 @@ async fn db_document(state: &AppState, user: i64) -> Document {
 async fn contention_that_outlasts_the_timeout_answers_503_with_retry_after() {
     let (_standin, state, admin) = injected(600).await;
     let limit = Duration::from_millis(600);
-    fail_point(&admin, Bson::String("alwaysOn".into()), doc! { "failCommands": ["findAndModify", "delete"], "errorCode": 112 }).await;
+    fail_point(&admin, Bson::String("alwaysOn".into()), doc! { "failCommands": ["update", "findAndModify", "delete"], "errorCode": 112 })
+        .await;
     let base = DateTime::now().timestamp_millis() - 60_000;
     let calls: [(&str, BoxedReply); 2] = [("PUT", Box::pin(put(&state, 1, base, "a"))), ("POST", Box::pin(push(&state, 1, "e")))];
     for (method, call) in calls {
@@ -387,7 +388,7 @@ type BoxedReply<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Reply> 
 #[tokio::test]
 async fn a_lost_reply_is_retried_only_when_repeating_the_write_is_harmless() {
     let (_standin, state, admin) = injected(3000).await;
-    let lose_reply = || doc! { "failCommands": ["findAndModify"], "closeConnection": true, "standinAfterCommand": true };
+    let lose_reply = || doc! { "failCommands": ["update", "findAndModify"], "closeConnection": true, "standinAfterCommand": true };
     let base = DateTime::now().timestamp_millis() - 60_000;
 
     // A replace is idempotent (same timestamp, same state): repeated, and answered as written.
@@ -416,7 +417,7 @@ async fn a_lost_reply_is_retried_only_when_repeating_the_write_is_harmless() {
 async fn errors_that_a_retry_cannot_fix_are_not_retried() {
     let (_standin, state, admin) = injected(3000).await;
     // Once only: a retry would succeed, so the 500 proves there was none.
-    fail_point(&admin, times(1), doc! { "failCommands": ["findAndModify"], "errorCode": 2 }).await;
+    fail_point(&admin, times(1), doc! { "failCommands": ["update"], "errorCode": 2 }).await;
     let reply = put(&state, 1, DateTime::now().timestamp_millis(), "a").await;
     assert_eq!((reply.status, last_retries(&state)), (500, 0.0), "{}", reply.body);
     // E11000 is final on a write that is not an upsert: the sweeper's trim.
@@ -430,7 +431,7 @@ async fn errors_that_a_retry_cannot_fix_are_not_retried() {
 #[tokio::test]
 async fn an_unsatisfied_write_concern_is_repeated_only_when_harmless() {
     let (_standin, state, admin) = injected(600).await;
-    let concern = || doc! { "failCommands": ["findAndModify"], "writeConcernError": { "code": 50, "codeName": "MaxTimeMSExpired", "errmsg": "waiting for replication timed out" } };
+    let concern = || doc! { "failCommands": ["update", "findAndModify"], "writeConcernError": { "code": 50, "codeName": "MaxTimeMSExpired", "errmsg": "waiting for replication timed out" } };
     let base = DateTime::now().timestamp_millis() - 60_000;
     // The write ran but was not acknowledged (here: its maxTimeMS ended the wait for replication). A
     // replace is repeated with a longer limit; so is a push with an id, which then finds itself logged.
@@ -457,7 +458,7 @@ async fn an_unsatisfied_write_concern_is_repeated_only_when_harmless() {
 
 #[tokio::test]
 async fn a_document_the_cache_creates_has_the_id_derived_from_its_user() {
-    if integration_tests::server().kind == "stand-in" {
+    if integration_tests::server().engine == integration_tests::Engine::StandIn {
         eprintln!("skipped: the stand-in (mongomock) assigns its own _id on upsert");
         return;
     }
