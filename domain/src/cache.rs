@@ -14,7 +14,7 @@ use mongodb::bson::{doc, rawdoc, Bson, DateTime, Document, RawArrayBuf, RawBson,
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::clock::{format_rfc3339_millis, parse_rfc3339};
 use crate::config::CacheConfig;
@@ -24,6 +24,9 @@ use crate::read::{self, CachedTickets, Freshness};
 use crate::retry::{self, Budget, WriteKind};
 use crate::schema::{field, reserved, JsNumber, Millis, PassKind, Selection, UserId, MAX_SAFE_INTEGER};
 use crate::verified::{ConvertedPayloads, VerifiedPayloads};
+
+mod error_report;
+pub use error_report::{CodeCount, ErrorQuery, ErrorReport, HourCount, KindCount, UserCount};
 
 /// The ticket cache over one MongoDB collection. Cheap to clone; share one per execution environment.
 #[derive(Clone, Debug)]
@@ -70,20 +73,6 @@ pub struct SweepReport {
 }
 
 /// Errors logged since a point in time, by pass kind and error code.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct ErrorSummary {
-    pub since: String,
-    pub total: u64,
-    pub by_code: Vec<ErrorCount>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorCount {
-    pub kind: PassKind,
-    pub code: String,
-    pub count: u64,
-}
-
 impl TicketCache {
     pub fn new(client: &Client, config: CacheConfig) -> TicketCache {
         let db = client.database(&config.database);
@@ -396,57 +385,6 @@ impl TicketCache {
         Ok(())
     }
 
-    /// Counts logged errors since `since`, by pass kind and code (an error's `code` field, or the error
-    /// itself when it is a plain string), for monitoring.
-    pub async fn error_summary(&self, since: DateTime) -> Result<ErrorSummary, CacheError> {
-        let since_text = format_rfc3339_millis(since);
-        let entries = |kind: PassKind| {
-            let log = format!("${}", kind.log_field());
-            doc! { "$map": {
-                // A log stored as anything but an array holds no entries (and must not fail the summary).
-                "input": { "$cond": [{ "$isArray": &log }, &log, []] },
-                "as": "e",
-                "in": { "kind": kind.field(), "server_time": "$$e.server_time", "errors": "$$e.errors" },
-            } }
-        };
-        let recent = |kind: PassKind| doc! { format!("{}.{}", kind.log_field(), field::SERVER_TIME): { "$gte": &since_text } };
-        let pipeline = vec![
-            doc! { "$match": { "$or": [recent(PassKind::Passes), recent(PassKind::Passes4)] } },
-            doc! { "$project": { "_id": 0, "entry": { "$concatArrays": [entries(PassKind::Passes), entries(PassKind::Passes4)] } } },
-            doc! { "$unwind": "$entry" },
-            doc! { "$match": { "entry.server_time": { "$gte": &since_text } } },
-            doc! { "$unwind": "$entry.errors" },
-            // An error is a code string, or an object with one; anything else counts as "unknown" before it
-            // is grouped (grouping by a value nested thousands deep exhausts some engines' stacks).
-            doc! { "$set": { "code": { "$ifNull": ["$entry.errors.code", "$entry.errors"] } } },
-            doc! { "$group": {
-                "_id": { "kind": "$entry.kind", "code": { "$cond": [{ "$eq": [{ "$type": "$code" }, "string"] }, "$code", "unknown"] } },
-                "count": { "$sum": 1 },
-            } },
-        ];
-        // Raw groups: a stored error can be any value, nested as deep as the engine allows, and becomes a
-        // group key as it is; only string codes are read.
-        let cursor = self.timed(self.docs.aggregate(pipeline).with_type::<RawDocumentBuf>()).await?;
-        let groups: Vec<RawDocumentBuf> = self.timed(cursor.try_collect()).await?;
-        let mut by_code: Vec<ErrorCount> = groups
-            .iter()
-            .filter_map(|group| {
-                let key = group.get_document("_id").ok()?;
-                let kind = PassKind::parse(key.get_str("kind").ok()?)?;
-                let code = key.get_str("code").map_or_else(|_| "unknown".to_owned(), str::to_owned);
-                let count = match group.get("count").ok()?? {
-                    RawBsonRef::Int32(n) => u64::try_from(n).ok()?,
-                    RawBsonRef::Int64(n) => u64::try_from(n).ok()?,
-                    RawBsonRef::Double(n) => n as u64,
-                    _ => return None,
-                };
-                Some(ErrorCount { kind, code, count })
-            })
-            .collect();
-        by_code.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| (a.kind.field(), &a.code).cmp(&(b.kind.field(), &b.code))));
-        Ok(ErrorSummary { since: since_text, total: by_code.iter().map(|c| c.count).sum(), by_code })
-    }
-
     fn expires_at(&self, now: DateTime) -> DateTime {
         DateTime::from_millis(now.timestamp_millis().saturating_add(self.config.expire_after.as_millis() as i64))
     }
@@ -478,8 +416,16 @@ impl TicketCache {
         F: FnMut(Duration) -> A,
         A: IntoFuture<Output = mongodb::error::Result<T>>,
     {
+        // The last refusal: when the time runs out in the attempt after it, the time was spent on conflicts.
+        let mut refused: Option<mongodb::error::Error> = None;
         loop {
-            let error = match self.within(budget.remaining(), attempt(budget.attempt_limit())).await? {
+            let outcome = match self.within(budget.remaining(), attempt(budget.attempt_limit())).await {
+                Ok(outcome) => outcome,
+                Err(timeout) => {
+                    return Err(refused.map_or(timeout, |refusal| time_spent(refusal, budget.retries())));
+                }
+            };
+            let error = match outcome {
                 Ok(done) => return Ok(done),
                 Err(error) => error,
             };
@@ -488,15 +434,22 @@ impl TicketCache {
                 return Err(error.into());
             }
             let Some(delay) = budget.next_delay() else {
-                return Err(match CacheError::from(error) {
-                    CacheError::Database(source) => CacheError::Contended { retries: budget.retries(), source },
-                    unavailable => unavailable,
-                });
+                return Err(time_spent(error, budget.retries()));
             };
+            refused = (verdict == retry::Verdict::Refused).then(|| error.clone());
             self.write_retries.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(?verdict, retry = budget.retries(), delay_ms = delay.as_millis() as u64, error = %error, "retrying a write");
             tokio::time::sleep(delay).await;
         }
+    }
+}
+
+/// The error of a write whose time ran out on refusals, the last one being `refusal`: contention, unless the
+/// server said it cannot take writes at all.
+fn time_spent(refusal: mongodb::error::Error, retries: u32) -> CacheError {
+    match CacheError::from(refusal) {
+        CacheError::Database(source) => CacheError::Contended { retries, source },
+        unavailable => unavailable,
     }
 }
 

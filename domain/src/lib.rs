@@ -16,7 +16,7 @@ pub mod retry;
 pub mod schema;
 pub mod verified;
 
-pub use cache::{ErrorCount, ErrorSummary, PushOutcome, ReplaceOutcome, SweepReport, TicketCache};
+pub use cache::{ErrorQuery, ErrorReport, PushOutcome, ReplaceOutcome, SweepReport, TicketCache};
 pub use config::{AccessConfig, CacheConfig, ConfigError, Limits, Settings, UriSource, WriterIndexPolicy};
 pub use error::{CacheError, ValidationError};
 pub use hashing::Integrity;

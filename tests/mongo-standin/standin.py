@@ -214,6 +214,18 @@ def _patch_in():
     mm_aggregate._Parser._handle_set_operator = handle
 
 
+def _patch_substr_bytes():
+    """`$substrBytes` (mongomock 4.3 knows only the deprecated `$substr`, its alias)."""
+    original_parse = mm_aggregate._Parser.parse
+
+    def parse(self, expression):
+        if isinstance(expression, dict) and len(expression) == 1 and "$substrBytes" in expression:
+            return self.parse({"$substr": expression["$substrBytes"]})
+        return original_parse(self, expression)
+
+    mm_aggregate._Parser.parse = parse
+
+
 def _patch_array_literals():
     """An array in an expression is an array of expressions, each evaluated (a missing value becomes
     null), as MongoDB does; mongomock 4.3 returns the array as it was written."""
@@ -240,6 +252,7 @@ _patch_not()
 _patch_dotted_projection()
 _patch_type()
 _patch_in()
+_patch_substr_bytes()
 _patch_array_literals()
 
 

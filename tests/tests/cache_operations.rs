@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use domain::mongodb::bson::{doc, Bson, DateTime, Document};
-use domain::{CacheConfig, CacheError, Integrity, LogEntryInput, Millis, PassKind, PassUpdate, PushOutcome, Selection, UserId};
+use domain::{CacheConfig, CacheError, ErrorQuery, Integrity, LogEntryInput, Millis, PassKind, PassUpdate, PushOutcome, Selection, UserId};
 use futures_util::TryStreamExt;
 use integration_tests::{fixture, TestDb};
 use serde_json::json;
@@ -413,20 +413,53 @@ async fn sweep_is_bounded_and_removes_only_what_expired() {
 }
 
 #[tokio::test]
-async fn error_summary_counts_recent_errors_by_kind_and_code() {
-    let db = TestDb::new("summary").await;
+async fn the_error_report_counts_a_window_by_code_kind_hour_and_user_in_one_aggregation() {
+    let db = TestDb::new("errreport").await;
     let cache = &db.cache;
-    cache.push_log(user(20), &log("passes", None, "BM_TIMEOUT"), at(NOW - 7_200_000)).await.unwrap(); // before `since`
-    cache.push_log(user(20), &log("passes", None, "BM_TIMEOUT"), at(NOW)).await.unwrap();
-    cache.push_log(user(21), &log("passes", None, "BM_TIMEOUT"), at(NOW)).await.unwrap();
-    cache.push_log(user(21), &log("passes4", None, "BM_DENIED"), at(NOW)).await.unwrap();
+    // Legacy documents: users 201 (int32) and 208 (a double) logged BM_TIMEOUT at 12:12:53Z, inside the
+    // window; 204's entry has an epoch-ms string for a time, which orders before any RFC 3339 time. (The
+    // second fixture shares the first one's `_id`: they were written to different collections.)
+    let mut legacy = fixture("legacy_sample.ejson");
+    legacy.remove(1);
+    db.insert_raw(&legacy).await;
+    let before = NOW - 1000;
+    cache.push_log(user(20), &log("passes", None, "BM_TIMEOUT"), at(NOW - 7_200_000)).await.unwrap(); // before the window
+    cache.push_log(user(20), &log("passes", None, "BM_TIMEOUT"), at(before)).await.unwrap();
+    cache.push_log(user(21), &log("passes", None, "BM_TIMEOUT"), at(before)).await.unwrap();
+    cache.push_log(user(21), &log("passes4", None, "BM_DENIED"), at(before)).await.unwrap();
+    cache.push_log(user(23), &log("passes", None, "BM_LATE"), at(NOW - 1_800_000)).await.unwrap();
+    cache.push_log(user(24), &log("passes", None, "BM_TIMEOUT"), at(NOW)).await.unwrap(); // `until` is exclusive
     let plain: LogEntryInput = serde_json::from_value(json!({ "kind": "passes4", "errors": ["E1", "E1"] })).unwrap();
-    cache.push_log(user(22), &plain, at(NOW)).await.unwrap();
+    cache.push_log(user(22), &plain, at(before)).await.unwrap();
 
-    let summary = cache.error_summary(at(NOW - 3_600_000)).await.unwrap();
-    let rows: Vec<_> = summary.by_code.iter().map(|c| (c.kind, c.code.as_str(), c.count)).collect();
-    assert_eq!(rows, [(PassKind::Passes, "BM_TIMEOUT", 2), (PassKind::Passes4, "E1", 2), (PassKind::Passes4, "BM_DENIED", 1)]);
-    assert_eq!(summary.total, 5);
+    let window = |kind, user| ErrorQuery::new(at(NOW - 3_600_000), at(NOW), kind, user).unwrap();
+    db.commands.clear();
+    let report = cache.error_report(&window(None, None)).await.unwrap();
+    assert_eq!(db.commands.names(), ["aggregate"], "one aggregation");
+    assert_eq!((report.since.as_str(), report.until.as_str()), ("2026-11-24T11:13:20.000Z", "2026-11-24T12:13:20.000Z"));
+    assert_eq!(report.total, 8);
+    let codes: Vec<_> = report.by_code.iter().map(|c| (c.code.as_str(), c.count)).collect();
+    assert_eq!(codes, [("BM_TIMEOUT", 4), ("E1", 2), ("BM_DENIED", 1), ("BM_LATE", 1)]);
+    let kinds: Vec<_> = report.by_kind.iter().map(|k| (k.kind, k.count)).collect();
+    assert_eq!(kinds, [(PassKind::Passes, 5), (PassKind::Passes4, 3)]);
+    let hours: Vec<_> = report.by_hour.iter().map(|h| (h.hour.as_str(), h.count)).collect();
+    assert_eq!(hours, [("2026-11-24T11:00:00Z", 1), ("2026-11-24T12:00:00Z", 7)]);
+    let users: Vec<_> = report.top_users.iter().map(|u| (u.user_id.clone(), u.count)).collect();
+    assert_eq!(users, [(json!(21), 2), (json!(22), 2), (json!(20), 1), (json!(23), 1), (json!(201), 1), (json!(208), 1)]);
+
+    let passes4 = cache.error_report(&window(Some(PassKind::Passes4), None)).await.unwrap();
+    assert_eq!((passes4.total, passes4.by_kind.len()), (3, 1));
+    let one_user = cache.error_report(&window(None, Some(user(21)))).await.unwrap();
+    let codes: Vec<_> = one_user.by_code.iter().map(|c| (c.code.as_str(), c.count)).collect();
+    assert_eq!((one_user.total, codes), (2, vec![("BM_DENIED", 1), ("BM_TIMEOUT", 1)]));
+    let nobody = cache.error_report(&window(None, Some(user(99)))).await.unwrap();
+    assert_eq!((nobody.total, nobody.by_code.len(), nobody.top_users.len()), (0, 0, 0));
+
+    // Windows that end before they start, or span more than 31 days, are refused before any query.
+    assert!(ErrorQuery::new(at(NOW), at(NOW), None, None).is_err());
+    assert!(ErrorQuery::new(at(NOW), at(NOW - 1), None, None).is_err());
+    assert!(ErrorQuery::new(at(NOW - 31 * 86_400_000), at(NOW), None, None).is_ok());
+    assert!(ErrorQuery::new(at(NOW - 31 * 86_400_000 - 1), at(NOW), None, None).is_err());
 }
 
 #[tokio::test]

@@ -365,7 +365,7 @@ async fn put_refuses_inexact_integers_in_payloads_and_extra_fields_alike() {
 /// deep) never fail a push, a sweep or the error summary: a push replaces a log that is not an array, and
 /// the sweeper and the summary read only what is an entry.
 #[tokio::test]
-async fn damaged_logs_never_stop_a_push_a_sweep_or_the_error_summary() {
+async fn damaged_logs_never_stop_a_push_a_sweep_or_the_error_report() {
     let (_db, state) = setup("sd_logs").await;
     let old = "2020-01-01T00:00:00.000Z";
     let deep = RawDocumentBuf::from_bytes(nested_bytes(5_000)).unwrap();
@@ -378,7 +378,9 @@ async fn damaged_logs_never_stop_a_push_a_sweep_or_the_error_summary() {
     if !store(&state, "damaged logs", document).await {
         return;
     }
-    let summary = state.cache.error_summary(DateTime::from_millis(0)).await.unwrap();
+    let around_old =
+        domain::ErrorQuery::new(DateTime::from_millis(1_577_000_000_000), DateTime::from_millis(1_578_000_000_000), None, None).unwrap();
+    let summary = state.cache.error_report(&around_old).await.unwrap();
     let codes: Vec<_> = summary.by_code.iter().map(|c| (c.code.as_str(), c.count)).collect();
     assert!(codes.contains(&("E2", 1)) && codes.contains(&("unknown", 1)), "{codes:?}");
 

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use domain::mongodb::bson::DateTime;
-use domain::{ErrorSummary, SweepReport};
+use domain::{ErrorQuery, ErrorReport, SweepReport};
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use serde_json::Value;
@@ -93,7 +93,7 @@ pub struct SweepSummary {
     pub report: SweepReport,
     /// Whether indexes were verified; an index problem is reported, and the sweep still runs.
     pub indexes_ok: bool,
-    pub errors_last_hour: Option<ErrorSummary>,
+    pub errors_last_hour: Option<ErrorReport>,
     pub total_ms: u64,
 }
 
@@ -129,8 +129,11 @@ async fn run_sweep(state: &AppState, event: LambdaEvent<Value>) -> Result<SweepS
     let report = state.cache.sweep(now).await?;
     let retries = state.cache.write_retries().saturating_sub(retries_before);
     // Monitoring only: a failure here must not fail the sweep.
-    let since = DateTime::from_millis(now.timestamp_millis() - 3_600_000);
-    let errors_last_hour = state.cache.error_summary(since).await.map_err(|e| tracing::warn!(error = %e, "error summary failed")).ok();
+    let last_hour = ErrorQuery::new(DateTime::from_millis(now.timestamp_millis() - 3_600_000), now, None, None);
+    let errors_last_hour = match last_hour {
+        Ok(query) => state.cache.error_report(&query).await.map_err(|e| tracing::warn!(error = %e, "error report failed")).ok(),
+        Err(_) => None,
+    };
     state.metrics.emit(&[
         (Metric::SweptDocuments, report.deleted_documents as f64),
         (Metric::TrimmedLogs, report.trimmed_log_entries as f64),
