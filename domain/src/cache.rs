@@ -25,7 +25,9 @@ use crate::retry::{self, Budget, WriteKind};
 use crate::schema::{field, reserved, JsNumber, Millis, PassKind, Selection, UserId, MAX_SAFE_INTEGER};
 use crate::verified::{ConvertedPayloads, VerifiedPayloads};
 
+mod bulk;
 mod error_report;
+pub use bulk::MAX_BULK_USERS;
 pub use error_report::{CodeCount, ErrorQuery, ErrorReport, HourCount, KindCount, UserCount};
 
 /// The ticket cache over one MongoDB collection. Cheap to clone; share one per execution environment.
@@ -50,6 +52,12 @@ pub struct ReplaceOutcome {
     pub timestamp: Millis,
     pub passes: Option<usize>,
     pub passes4: Option<usize>,
+}
+
+/// A validated replace: its `update` statement, and what it writes.
+struct PreparedReplace {
+    statement: RawDocumentBuf,
+    outcome: ReplaceOutcome,
 }
 
 /// Whether a log entry was added, or was already there (same client `id`).
@@ -136,6 +144,39 @@ impl TicketCache {
     /// nothing was refused by the timestamp guard (or repeated an identical write), and only then is the
     /// stored timestamp read, for the 409. (`bench/put_pipelines.py` measures each choice.)
     pub async fn replace_passes(&self, user: UserId, update: &PassUpdate, now: DateTime) -> Result<ReplaceOutcome, CacheError> {
+        let replace = self.prepare_replace(user, update, now)?;
+        let mut command = rawdoc! { "update": self.config.collection.as_str(), "updates": [replace.statement] };
+        self.append_write_concern(&mut command)?;
+
+        // Idempotent: the same timestamp writes the same state, so a repeat after a lost reply is safe, and
+        // a repeat after E11000 (a concurrent first write created the document) updates that document.
+        // The driver does not retry raw commands; `write` does.
+        let mut budget = Budget::start(self.config.operation_timeout);
+        let reply = self
+            .write(&mut budget, WRITE_REPLACE, |limit| {
+                let mut attempt = command.clone();
+                attempt.append("maxTimeMS", limit.as_millis() as i64);
+                async move { self.db.run_raw_command(attempt).await.and_then(write_acknowledged) }
+            })
+            .await?;
+        let (outcome, timestamp) = (replace.outcome, replace.outcome.timestamp);
+        if changed_count(&reply) > 0 {
+            return Ok(outcome);
+        }
+        // Nothing changed: the guard kept a newer document, or this exact write was already stored.
+        let stored = self
+            .timed(self.raw.find_one(doc! { field::USER_ID: user }).projection(doc! { "_id": 0, field::TIMESTAMP: 1 }))
+            .await?
+            .and_then(|found| found.get(field::TIMESTAMP).ok().flatten().and_then(|stored| newer_than(stored, timestamp)));
+        match stored {
+            Some(stored) => Err(CacheError::StaleWrite { stored }),
+            None => Ok(outcome),
+        }
+    }
+
+    /// Validates a replace and builds its `update` statement: the two-stage pipeline of `merge_stages`,
+    /// every field guarded by the timestamp. Shared by the single and the bulk replace.
+    fn prepare_replace(&self, user: UserId, update: &PassUpdate, now: DateTime) -> Result<PreparedReplace, CacheError> {
         if update.passes.is_none() && update.passes4.is_none() {
             return Err(ValidationError::NoPasses.into());
         }
@@ -175,46 +216,21 @@ impl TicketCache {
             index_stage.append(kind.field(), guarded(index.into(), kind.field()));
             write_stage.append(kind.field(), guarded(merged.into(), kind.field()));
         }
-        // A raw command: the passes are already BSON, and the driver's typed helpers would copy them into
-        // `Document` trees first (`bench/profile.md`).
-        let mut command = rawdoc! {
-            "update": self.config.collection.as_str(),
-            "updates": [{
-                "q": { field::USER_ID: user },
-                "u": [{ "$set": index_stage }, { "$set": write_stage }],
-                "upsert": true,
-            }],
+        let statement = rawdoc! {
+            "q": { field::USER_ID: user },
+            "u": [{ "$set": index_stage }, { "$set": write_stage }],
+            "upsert": true,
         };
+        Ok(PreparedReplace { statement, outcome })
+    }
+
+    /// A raw command does not inherit the client's write concern; this sends it explicitly.
+    fn append_write_concern(&self, command: &mut RawDocumentBuf) -> Result<(), CacheError> {
         if let Some(concern) = self.db.write_concern() {
-            // A raw command does not inherit the client's write concern; send it explicitly.
             let concern = mongodb::bson::to_raw_document_buf(concern).map_err(|e| CacheError::Database(e.into()))?;
             command.append("writeConcern", concern);
         }
-
-        // Idempotent: the same timestamp writes the same state, so a repeat after a lost reply is safe, and
-        // a repeat after E11000 (a concurrent first write created the document) updates that document.
-        // The driver does not retry raw commands; `write` does.
-        let kind = WriteKind { upsert: true, idempotent: true };
-        let mut budget = Budget::start(self.config.operation_timeout);
-        let reply = self
-            .write(&mut budget, kind, |limit| {
-                let mut attempt = command.clone();
-                attempt.append("maxTimeMS", limit.as_millis() as i64);
-                async move { self.db.run_raw_command(attempt).await.and_then(write_acknowledged) }
-            })
-            .await?;
-        if changed_or_created(&reply) {
-            return Ok(outcome);
-        }
-        // Nothing changed: the guard kept a newer document, or this exact write was already stored.
-        let stored = self
-            .timed(self.raw.find_one(doc! { field::USER_ID: user }).projection(doc! { "_id": 0, field::TIMESTAMP: 1 }))
-            .await?
-            .and_then(|found| found.get(field::TIMESTAMP).ok().flatten().and_then(|stored| newer_than(stored, timestamp)));
-        match stored {
-            Some(stored) => Err(CacheError::StaleWrite { stored }),
-            None => Ok(outcome),
-        }
+        Ok(())
     }
 
     /// Appends one entry to a pass kind's log, keeping the newest `log_cap` entries. An entry whose `id`
@@ -475,6 +491,11 @@ fn write_acknowledged(reply: Document) -> mongodb::error::Result<Document> {
         let error = mongodb::bson::from_document(error.clone()).map_err(mongodb::error::Error::from)?;
         return Err(ErrorKind::Write(WriteFailure::WriteError(error)).into());
     }
+    concern_satisfied(reply)
+}
+
+/// A raw write command's reply, or its `writeConcernError` as the driver's error for it.
+fn concern_satisfied(reply: Document) -> mongodb::error::Result<Document> {
     match reply.get_document("writeConcernError") {
         Err(_) => Ok(reply),
         Ok(concern) => {
@@ -484,15 +505,15 @@ fn write_acknowledged(reply: Document) -> mongodb::error::Result<Document> {
     }
 }
 
-/// Whether an `update` reply says the document was created or changed.
-fn changed_or_created(reply: &Document) -> bool {
+/// Documents an `update` reply says it changed or created.
+fn changed_count(reply: &Document) -> i64 {
     let modified = match reply.get("nModified") {
         Some(Bson::Int32(n)) => i64::from(*n),
         Some(Bson::Int64(n)) => *n,
         Some(Bson::Double(n)) => *n as i64,
         _ => 0,
     };
-    modified > 0 || reply.contains_key("upserted")
+    modified + reply.get_array("upserted").map_or(0, |upserted| upserted.len() as i64)
 }
 
 /// Whether a stored timestamp is a time later than `timestamp` (the guard's "newer": a number within
@@ -505,6 +526,9 @@ fn newer_than(stored: RawBsonRef<'_>, timestamp: Millis) -> Option<Millis> {
     };
     later.then(|| Millis::from_number(number)).flatten()
 }
+
+/// A replace: an upsert, and idempotent (the same timestamp writes the same state).
+const WRITE_REPLACE: WriteKind = WriteKind { upsert: true, idempotent: true };
 
 /// The sweeper's deletes and trims: repeating one removes nothing more than running it once.
 const SWEEP: WriteKind = WriteKind { upsert: false, idempotent: true };
