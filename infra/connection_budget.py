@@ -2,7 +2,7 @@
 
 Each warm execution environment holds up to the client's pool (`max_pool_size`, read from
 `functions/lambda-adapter/src/startup.rs`) plus one monitoring connection: in Lambda the driver polls each
-server from one connection (mongodb 3.x detects FaaS and uses no separate RTT connection). Reserved
+server from one connection (mongodb 3.x recognises FaaS and opens no round-trip-time connection). Reserved
 concurrency bounds the environments of a function, so the fleet holds at most
 
     sum over functions of reserved concurrency x (pool + 1)
