@@ -255,6 +255,8 @@ def _moto_gaps():
         "function architectures": moto + " builds a CloudFormation Lambda function from a fixed property list "
                                          "without Architectures (it reports the x86_64 default)",
         "function logging config": moto + " does not model Lambda LoggingConfig (absent from the configuration)",
+        "function tracing config": moto + " builds a CloudFormation Lambda function from a fixed property list "
+                                          "without TracingConfig (it reports PassThrough)",
         "role managed policies": moto + " creates a CloudFormation IAM role without its ManagedPolicyArns "
                                         "(only inline Policies are attached)",
     }
@@ -387,6 +389,7 @@ def deploy(emulator, translated, given_parameters, secret_parameter, stack_name=
         arn = emulator.client("sqs").get_queue_attributes(QueueUrl=deployment.physical[logical_id],
                                                           AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         deployment.attributes[(logical_id, "Arn")] = arn
+        deployment.attributes[(logical_id, "QueueName")] = arn.rsplit(":", 1)[-1]
     for logical_id in deployment.resources("AWS::IAM::Role"):
         arn = emulator.client("iam").get_role(RoleName=deployment.physical[logical_id])["Role"]["Arn"]
         deployment.attributes[(logical_id, "Arn")] = arn

@@ -13,6 +13,10 @@ import re
 from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
+import connection_budget
+import edge
+import monitoring
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATE = os.path.join(ROOT, "infra", "template.yaml")
 # Set by the deployment itself, never as plain variables in the template.
@@ -86,7 +90,9 @@ def _statements(resources):
                 yield logical_id, statement
 
 
-def problems(template):
+def problems(template, configurations=None):
+    """Every mismatch; the connection budget is checked for the template's defaults and for `configurations`
+    ({description: parameter overrides}, by default those of samconfig.toml)."""
     found = []
     cfn = translate(template)
     resources = cfn["Resources"]
@@ -210,4 +216,13 @@ def problems(template):
         for metric in ("Errors", "Throttles"):
             if not any(a.get("MetricName") == metric and {"Ref": logical_id} in [d.get("Value") for d in a.get("Dimensions", [])] for a in alarms):
                 found.append("%s has no %s alarm" % (name, metric))
+
+    # The dashboard and the alarms on the code's metrics; the edge; the MongoDB connection budget.
+    found += monitoring.problems(cfn, ids)
+    found += edge.problems(cfn)
+    if configurations is None:
+        configurations = connection_budget.configurations()
+    route_functions = {ids.get(r["function"]) for r in routes()}
+    for where, overrides in dict({"the template's defaults": {}}, **configurations).items():
+        found += connection_budget.problems(template, cfn, route_functions, overrides, where)
     return found

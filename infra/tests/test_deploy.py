@@ -143,10 +143,13 @@ def test_the_subset_is_the_template_without_the_http_api_and_what_references_it(
         assert (deploy_check.references(resource) | set(_as_list(resource.get("DependsOn", [])))) & gone, logical_id
     for logical_id, resource in subset["Resources"].items():
         assert not deploy_check.references(resource) & gone, "%s still references %s" % (logical_id, gone)
-    # What goes besides the API itself is exactly API Gateway's permissions to invoke the functions.
+    # What goes besides the API itself is exactly API Gateway's permissions to invoke the functions and what
+    # watches the API: its 5xx alarm and the dashboard (both checked by translation in test_operations.py).
     invoke_permissions = {k for k, v in cfn["Resources"].items()
                           if v["Type"] == "AWS::Lambda::Permission" and v["Properties"].get("Principal") == "apigateway.amazonaws.com"}
-    assert invoke_permissions and gone == api | invoke_permissions
+    watchers = {k for k, v in cfn["Resources"].items()
+                if v["Type"].startswith("AWS::CloudWatch::") and deploy_check.references(v) & api}
+    assert invoke_permissions and watchers and gone == api | invoke_permissions | watchers
     assert set(subset.get("Outputs", {})) == {name for name, output in cfn["Outputs"].items()
                                               if not deploy_check.references(output) & api}
     assert removed["outputs"] and removed["parameters"]
@@ -254,9 +257,9 @@ def test_the_functions_run_with_the_template_configuration_and_environment(deplo
         assert not set(variables) & wiring.NOT_IN_TEMPLATE, logical_id
         secret_variables = [k for k, v in props["Environment"]["Variables"].items() if v == {"Ref": wiring.SECRET_PARAMETER}]
         assert secret_variables and all(variables[k] == deployment.secret_arn for k in secret_variables)
-        reserved = props.get("ReservedConcurrentExecutions")
-        if isinstance(reserved, int):
-            assert lam.get_function_concurrency(FunctionName=config["FunctionName"]).get("ReservedConcurrentExecutions") == reserved
+        # Every function is reserved: the connection budget rests on it.
+        reserved = int(deployment.resolve(props["ReservedConcurrentExecutions"]))
+        assert lam.get_function_concurrency(FunctionName=config["FunctionName"]).get("ReservedConcurrentExecutions") == reserved, logical_id
 
 
 def test_the_functions_run_on_the_template_architecture(deployment):
@@ -265,6 +268,14 @@ def test_the_functions_run_on_the_template_architecture(deployment):
             expected = deployment.resolve(resource["Properties"]["Architectures"])
             assert _configuration(deployment, logical_id)["Architectures"] == expected, "%s: expected %s" % (logical_id, expected)
     _unless_gap(deployment, "function architectures", check)
+
+
+def test_the_functions_trace_actively(deployment):
+    def check():
+        for logical_id, resource in deployment.resources("AWS::Lambda::Function").items():
+            expected = deployment.resolve(resource["Properties"]["TracingConfig"])
+            assert _configuration(deployment, logical_id).get("TracingConfig") == expected, "%s: expected %s" % (logical_id, expected)
+    _unless_gap(deployment, "function tracing config", check)
 
 
 def test_every_function_has_its_log_group_with_the_template_retention(deployment):
