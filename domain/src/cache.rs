@@ -14,16 +14,16 @@ use mongodb::bson::{doc, rawdoc, Bson, DateTime, Document, RawArrayBuf, RawBson,
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
+use payload::js_date::to_iso_string;
+use payload::{ConvertedPayloads, VerifiedPayloads, MAX_SAFE_INTEGER};
 use serde::{Deserialize, Serialize};
 
-use crate::clock::{format_rfc3339_millis, parse_rfc3339};
 use crate::config::CacheConfig;
 use crate::error::{CacheError, ValidationError};
 use crate::input::{validate_log_entry, validate_passes, LogEntryInput, PassUpdate};
 use crate::read::{self, CachedTickets, Freshness};
 use crate::retry::{self, Budget, WriteKind};
-use crate::schema::{field, reserved, Millis, PassKind, Selection, UserId, MAX_SAFE_INTEGER};
-use crate::verified::{ConvertedPayloads, VerifiedPayloads};
+use crate::schema::{field, reserved, Millis, PassKind, Selection, UserId};
 
 /// The ticket cache over one MongoDB collection. Cheap to clone; share one per execution environment.
 #[derive(Clone, Debug)]
@@ -232,7 +232,7 @@ impl TicketCache {
     /// the write: the entry was a duplicate exactly when its `id` is among them.
     pub async fn push_log(&self, user: UserId, entry: &LogEntryInput, now: DateTime) -> Result<PushOutcome, CacheError> {
         let mut stored = validate_log_entry(entry, &self.config.limits)?;
-        stored.insert(field::SERVER_TIME, format_rfc3339_millis(now));
+        stored.insert(field::SERVER_TIME, to_iso_string(now));
         let log = entry.kind.log_field();
         let logged = format!("${log}");
         // What the log holds: a stored value that is not an array (the collection is shared) holds no
@@ -334,7 +334,7 @@ impl TicketCache {
 
     async fn trim_logs(&self, now: DateTime, budget: u64, report: &mut SweepReport) -> Result<(), CacheError> {
         let cutoff = DateTime::from_millis(now.timestamp_millis() - self.config.log_retention.as_millis() as i64);
-        let cutoff_text = format_rfc3339_millis(cutoff);
+        let cutoff_text = to_iso_string(cutoff);
         // Candidates by string range over the fixed-width UTC form (index-backed); the exact decision is
         // made below by parsing each entry, so other offsets and non-dates are never dropped by mistake.
         let old_entry = doc! { "$elemMatch": { field::SERVER_TIME: { "$lt": &cutoff_text, "$regex": "^[0-9]{4}-" } } };
@@ -358,7 +358,7 @@ impl TicketCache {
         });
         for entry in entries {
             let server_time = entry.as_document().and_then(|entry| entry.get_str(field::SERVER_TIME).ok());
-            match server_time.map(|text| (text, parse_rfc3339(text))) {
+            match server_time.map(|text| (text, DateTime::parse_rfc3339_str(text).ok())) {
                 Some((text, Some(at))) if at < cutoff => {
                     report.trimmed_log_entries += 1;
                     expired_times.insert(text.to_owned());
@@ -393,7 +393,7 @@ impl TicketCache {
     /// Counts logged errors since `since`, by pass kind and code (an error's `code` field, or the error
     /// itself when it is a plain string), for monitoring.
     pub async fn error_summary(&self, since: DateTime) -> Result<ErrorSummary, CacheError> {
-        let since_text = format_rfc3339_millis(since);
+        let since_text = to_iso_string(since);
         let entries = |kind: PassKind| {
             let log = format!("${}", kind.log_field());
             doc! { "$map": {
