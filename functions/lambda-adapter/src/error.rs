@@ -5,6 +5,8 @@ use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Response};
 use serde_json::json;
 
+use crate::routes::RouteTableError;
+
 /// Seconds a client should wait before retrying when the database is unavailable or too contended.
 pub const RETRY_AFTER_SECONDS: u32 = 2;
 
@@ -55,6 +57,13 @@ impl From<CacheError> for ApiError {
             }
             CacheError::Database(_) => ApiError::Internal,
         }
+    }
+}
+
+/// Start-up refuses to run without a route table, so a request never meets this.
+impl From<RouteTableError> for ApiError {
+    fn from(_: RouteTableError) -> Self {
+        ApiError::Internal
     }
 }
 
