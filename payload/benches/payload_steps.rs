@@ -54,17 +54,12 @@ fn walk_iter_elements(doc: &RawDocument) -> usize {
     let mut seen = 0;
     for element in doc.iter_elements() {
         let element = element.expect("well framed");
-        seen += element.key().len()
-            + match element.element_type() {
-                ElementType::EmbeddedDocument
-                | ElementType::Array
-                | ElementType::String
-                | ElementType::Double
-                | ElementType::Int32
-                | ElementType::Int64
-                | ElementType::Boolean => value_size(element.value().expect("valid value")),
-                _ => 1,
-            };
+        let value = match element.element_type() {
+            ElementType::MinKey | ElementType::MaxKey | ElementType::Null | ElementType::Undefined => 1,
+            // Other values are decoded only when needed: these are, by every printer.
+            _ => value_size(element.value().expect("valid value"), walk_iter_elements),
+        };
+        seen += element.key().len() + value;
     }
     seen
 }
@@ -74,15 +69,16 @@ fn walk_iter(doc: &RawDocument) -> usize {
     doc.iter()
         .map(|element| {
             let (key, value) = element.expect("well framed");
-            key.len() + value_size(value)
+            key.len() + value_size(value, walk_iter)
         })
         .sum()
 }
 
-fn value_size(value: RawBsonRef<'_>) -> usize {
+/// What [`walk_framing_only`] reads of a value; nested documents are walked by `walk`.
+fn value_size(value: RawBsonRef<'_>, walk: fn(&RawDocument) -> usize) -> usize {
     match value {
-        RawBsonRef::Document(inner) => walk_iter(inner),
-        RawBsonRef::Array(items) => walk_iter(RawDocument::from_bytes(items.as_bytes()).expect("well framed")),
+        RawBsonRef::Document(inner) => walk(inner),
+        RawBsonRef::Array(items) => walk(RawDocument::from_bytes(items.as_bytes()).expect("well framed")),
         RawBsonRef::String(text) => text.len(),
         RawBsonRef::Double(v) => v.to_bits() as usize & 1,
         RawBsonRef::Int32(v) => v as usize & 1,
