@@ -130,7 +130,7 @@ impl TicketCache {
         for kind in selection.kinds() {
             projection.insert(kind.field(), 1);
         }
-        let found = self.timed(self.raw.find_one(doc! { field::USER_ID: user }).projection(projection)).await?;
+        let found = self.await_driver(self.raw.find_one(doc! { field::USER_ID: user }).projection(projection)).await?;
         let Some(document) = found else { return Ok(None) };
         let freshness = Freshness { now, ttl: self.config.fresh_ttl, max_skew: self.config.limits.max_clock_skew };
         Ok(Some(read::render(user, selection, &document, freshness, &self.verified)))
@@ -184,7 +184,7 @@ impl TicketCache {
             set.append(kind.field(), guarded(merge_by_uuid(kind, valid).into(), kind.field()));
         }
         // findAndModify as a raw command: the passes are already BSON, and the driver's typed helpers
-        // would copy them into `Document` trees first (0.5 ms for 40 passes, `bench/profile.md`).
+        // would copy them into `Document` trees first (bench `handlers`, `update_tickets_20x2_passes`).
         let mut command = rawdoc! {
             "findAndModify": self.config.collection.as_str(),
             "query": { field::USER_ID: user },
@@ -327,8 +327,8 @@ impl TicketCache {
     }
 
     async fn ids_matching(&self, filter: Document, limit: u64) -> Result<Vec<Bson>, CacheError> {
-        let cursor = self.timed(self.docs.find(filter).projection(doc! { "_id": 1 }).limit(limit as i64)).await?;
-        let found: Vec<Document> = self.timed(cursor.try_collect()).await?;
+        let cursor = self.await_driver(self.docs.find(filter).projection(doc! { "_id": 1 }).limit(limit as i64)).await?;
+        let found: Vec<Document> = self.await_driver(cursor.try_collect()).await?;
         Ok(found.into_iter().filter_map(|mut d| d.remove("_id")).collect())
     }
 
@@ -346,8 +346,8 @@ impl TicketCache {
         }
         // Read raw: the collection is shared, and a log may hold anything (not an array, items that are not
         // entries, nesting no deserializer should recurse into); only string `server_time`s are dates.
-        let cursor = self.timed(self.raw.find(doc! { "$or": branches }).projection(projection).limit(budget as i64 + 1)).await?;
-        let mut candidates: Vec<RawDocumentBuf> = self.timed(cursor.try_collect()).await?;
+        let cursor = self.await_driver(self.raw.find(doc! { "$or": branches }).projection(projection).limit(budget as i64 + 1)).await?;
+        let mut candidates: Vec<RawDocumentBuf> = self.await_driver(cursor.try_collect()).await?;
         report.more_remaining |= candidates.len() as u64 > budget;
         candidates.truncate(budget as usize);
         report.examined_documents += candidates.len() as u64;
@@ -386,7 +386,7 @@ impl TicketCache {
 
     /// Creates the indexes the queries above rely on. Idempotent: one round trip, a no-op when present.
     pub async fn ensure_indexes(&self) -> Result<(), CacheError> {
-        self.timed(self.docs.create_indexes(index_models())).await?;
+        self.await_driver(self.docs.create_indexes(index_models())).await?;
         Ok(())
     }
 
@@ -420,8 +420,8 @@ impl TicketCache {
         ];
         // Raw groups: a stored error can be any value, nested as deep as the engine allows, and becomes a
         // group key as it is; only string codes are read.
-        let cursor = self.timed(self.docs.aggregate(pipeline).with_type::<RawDocumentBuf>()).await?;
-        let groups: Vec<RawDocumentBuf> = self.timed(cursor.try_collect()).await?;
+        let cursor = self.await_driver(self.docs.aggregate(pipeline).with_type::<RawDocumentBuf>()).await?;
+        let groups: Vec<RawDocumentBuf> = self.await_driver(cursor.try_collect()).await?;
         let mut by_code: Vec<ErrorCount> = groups
             .iter()
             .filter_map(|group| {
@@ -445,8 +445,8 @@ impl TicketCache {
         DateTime::from_millis(now.timestamp_millis().saturating_add(self.config.expire_after.as_millis() as i64))
     }
 
-    /// Runs one database operation under the configured time limit.
-    async fn timed<T>(&self, operation: impl IntoFuture<Output = mongodb::error::Result<T>>) -> Result<T, CacheError> {
+    /// Awaits one driver operation under the configured time limit, counting its time as the driver's.
+    async fn await_driver<T>(&self, operation: impl IntoFuture<Output = mongodb::error::Result<T>>) -> Result<T, CacheError> {
         self.within(self.config.operation_timeout, operation).await?.map_err(CacheError::from)
     }
 

@@ -44,7 +44,8 @@ pub fn convert_payload(payload: &str, max_depth: usize) -> Result<ConvertedPaylo
     let mut converter = Converter {
         bson: Vec::with_capacity(payload.len() + payload.len() / 4 + 64),
         text: Vec::with_capacity(payload.len()),
-        // Sized up front: growing them payload after payload was a tenth of the conversion (malloc, realloc).
+        // Sized up front: growing them payload after payload showed in bench `payload_steps`,
+        // `convert_and_hash` (malloc, realloc).
         members: Vec::with_capacity(32),
         scratch: Vec::with_capacity(payload.len()),
         depth: 0,
