@@ -12,14 +12,15 @@ use futures_util::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{doc, rawdoc, Bson, DateTime, Document, RawArrayBuf, RawBson, RawBsonRef, RawDocumentBuf};
 use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::{IndexOptions, ReturnDocument};
-use mongodb::{Client, Collection, Database, IndexModel};
+use mongodb::options::ReturnDocument;
+use mongodb::{Client, Collection, Database};
 use payload::js_date::to_iso_string;
 use payload::{ConvertedPayloads, VerifiedPayloads, MAX_SAFE_INTEGER};
 use serde::{Deserialize, Serialize};
 
 use crate::config::CacheConfig;
 use crate::error::{CacheError, ValidationError};
+use crate::indexes::index_models;
 use crate::input::{validate_log_entry, validate_passes, LogEntryInput, PassUpdate};
 use crate::read::{self, CachedTickets, Freshness};
 use crate::retry::{self, Budget, WriteKind};
@@ -554,22 +555,4 @@ fn merge_by_uuid(kind: PassKind, new_passes: RawArrayBuf) -> RawDocumentBuf {
             "$$new",
         ] },
     } }
-}
-
-/// The collection's indexes, each with the query that uses it.
-pub fn index_models() -> Vec<IndexModel> {
-    let index = |keys: Document, options: IndexOptions| IndexModel::builder().keys(keys).options(options).build();
-    let mut models = vec![
-        // get / replace_passes / push_log filter by user_id; unique so concurrent first writes make one document.
-        crate::indexes::unique_user_id(),
-        // MongoDB's TTL monitor deletes at `expires_at`; the sweeper's expired-document scan uses it too.
-        index(doc! { field::EXPIRES_AT: 1 }, IndexOptions::builder().expire_after(Duration::ZERO).build()),
-        // The sweeper's scan for legacy documents without `expires_at` (range on `timestamp`).
-        index(doc! { field::TIMESTAMP: 1 }, IndexOptions::default()),
-    ];
-    // The sweeper's range scan for log entries older than the retention (and the error summary's $match).
-    for kind in PassKind::ALL {
-        models.push(index(doc! { format!("{}.{}", kind.log_field(), field::SERVER_TIME): 1 }, IndexOptions::default()));
-    }
-    models
 }
