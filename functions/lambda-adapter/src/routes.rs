@@ -12,8 +12,6 @@ use std::sync::LazyLock;
 use domain::UserId;
 use serde::Deserialize;
 
-use crate::error::ApiError;
-
 /// What a request asks for. Each Lambda function serves exactly one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -82,6 +80,20 @@ impl RouteTable {
     }
 }
 
+/// Why a request matches no route.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("no such route")]
+    NotFound,
+    #[error("method not allowed here; allowed: {allow}")]
+    MethodNotAllowed { allow: String },
+    /// The path's user id segment (its first 40 characters) is not a user id.
+    #[error("user_id must be a positive integer, got {0:?}")]
+    InvalidUserId(String),
+    #[error(transparent)]
+    Table(#[from] RouteTableError),
+}
+
 /// Parsed once per execution environment from the file compiled into the binary.
 static COMPILED: LazyLock<Result<RouteTable, RouteTableError>> = LazyLock::new(|| RouteTable::parse(include_str!("../../routes.json")));
 
@@ -105,18 +117,18 @@ pub struct Target {
 
 /// Matches `method` and `path` against the table. `route_key` and `user_param` come from API Gateway when
 /// it matched the route itself.
-pub fn resolve(method: &str, path: &str, route_key: Option<&str>, user_param: Option<&str>) -> Result<Target, ApiError> {
+pub fn resolve(method: &str, path: &str, route_key: Option<&str>, user_param: Option<&str>) -> Result<Target, RouteError> {
     let routes = table()?.routes();
     let from_gateway = route_key.and_then(|key| routes.iter().find(|r| key == format!("{} {}", r.method, r.path)));
     let (route, raw_user) = match (from_gateway, user_param) {
         (Some(route), Some(user)) => (route, user.to_owned()),
         _ => match_path(routes, method, path)?,
     };
-    let user = UserId::parse(&raw_user).ok_or_else(|| ApiError::InvalidUserId(raw_user.chars().take(40).collect()))?;
+    let user = UserId::parse(&raw_user).ok_or_else(|| RouteError::InvalidUserId(raw_user.chars().take(40).collect()))?;
     Ok(Target { operation: route.operation, user })
 }
 
-fn match_path<'t>(routes: &'t [Route], method: &str, path: &str) -> Result<(&'t Route, String), ApiError> {
+fn match_path<'t>(routes: &'t [Route], method: &str, path: &str) -> Result<(&'t Route, String), RouteError> {
     let mut allowed = Vec::new();
     for route in routes {
         if let Some(user) = match_template(&route.path, path) {
@@ -127,9 +139,9 @@ fn match_path<'t>(routes: &'t [Route], method: &str, path: &str) -> Result<(&'t 
         }
     }
     if allowed.is_empty() {
-        Err(ApiError::RouteNotFound)
+        Err(RouteError::NotFound)
     } else {
-        Err(ApiError::MethodNotAllowed { allow: allowed.join(", ") })
+        Err(RouteError::MethodNotAllowed { allow: allowed.join(", ") })
     }
 }
 
@@ -197,12 +209,12 @@ mod tests {
     #[test]
     fn errors_are_specific() {
         assert!(
-            matches!(resolve("DELETE", "/v1/users/42/tickets", None, None), Err(ApiError::MethodNotAllowed { allow }) if allow == "GET, PUT")
+            matches!(resolve("DELETE", "/v1/users/42/tickets", None, None), Err(RouteError::MethodNotAllowed { allow }) if allow == "GET, PUT")
         );
-        assert!(matches!(resolve("GET", "/v1/users/42/other", None, None), Err(ApiError::RouteNotFound)));
+        assert!(matches!(resolve("GET", "/v1/users/42/other", None, None), Err(RouteError::NotFound)));
         for bad in ["0", "-1", "1.5", "abc", "99999999999999999999", "%7B%22%24gt%22%7D"] {
             let path = format!("/v1/users/{bad}/tickets");
-            assert!(matches!(resolve("GET", &path, None, None), Err(ApiError::InvalidUserId(_))), "{bad}");
+            assert!(matches!(resolve("GET", &path, None, None), Err(RouteError::InvalidUserId(_))), "{bad}");
         }
     }
 }
