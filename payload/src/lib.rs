@@ -2,7 +2,7 @@
 //! converted to what a write stores, the SHA-256 hashes both services compute over them, and the
 //! per-environment memos of that work.
 //!
-//! Modules depend one way (a test holds them to it, `tests/module_order.rs`):
+//! Modules depend one way (the integration test `module_graph` holds them to it):
 //! [`reader`] → [`text`] → [`hash`] → [`convert`] → [`memo`], with [`rules`] (what may be stored) and
 //! [`js_date`] (dates as JavaScript prints them) below them all.
 
