@@ -457,7 +457,7 @@ async fn an_unsatisfied_write_concern_is_repeated_only_when_harmless() {
 
 #[tokio::test]
 async fn a_document_the_cache_creates_has_the_id_derived_from_its_user() {
-    if integration_tests::server().kind == "stand-in" {
+    if integration_tests::server().engine == integration_tests::Engine::StandIn {
         eprintln!("skipped: the stand-in (mongomock) assigns its own _id on upsert");
         return;
     }
