@@ -7,22 +7,24 @@ export MONGO_STANDIN_PYTHON="${MONGO_STANDIN_PYTHON:-$PWD/.venv/bin/python}"
 cargo build --release --locked --bins
 cargo bench --locked -p integration-tests --bench service
 if [ "${BENCH_QUICK:-0}" = "1" ]; then
-  for bench in handlers payload_steps; do
+  for bench in handlers request_steps; do
     cargo bench --locked -p integration-tests --bench "$bench" -- --warm-up-time 0.2 --measurement-time 0.5 --sample-size 10
   done
+  cargo bench --locked -p payload --bench payload_steps -- --warm-up-time 0.2 --measurement-time 0.5 --sample-size 10
 else
   out=$(mktemp)
   cargo bench --locked -p integration-tests --bench handlers | tee "$out"
-  cargo bench --locked -p integration-tests --bench payload_steps | tee -a "$out"
+  cargo bench --locked -p integration-tests --bench request_steps | tee -a "$out"
+  cargo bench --locked -p payload --bench payload_steps | tee -a "$out"
   {
     echo
     echo "## Criterion: [lower bound, estimate, upper bound] of the mean"
     echo
     echo "\`handler_only/*\`: the request → domain → response path, database time excluded."
-    echo "\`payload_steps_40/*\`: one step over the benchmark user's 40 payloads, in process, no database (\`bench/profile.md\`)."
+    echo "\`request_steps_40/*\`, \`payload_steps_40/*\`: one step over the benchmark user's 40 passes, in process, no database (\`bench/profile.md\`)."
     echo
     echo '```'
-    grep -E '^(handler_only|payload_steps_40)/[a-z0-9_]+( |$)|time:' "$out" | grep -v -E 'Benchmarking|^Found'
+    grep -E '^(handler_only|request_steps_40|payload_steps_40)/[a-z0-9_]+( |$)|time:' "$out" | grep -v -E 'Benchmarking|^Found'
     echo '```'
   } >> bench/results.md
   rm -f "$out"

@@ -12,18 +12,19 @@ use futures_util::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{doc, rawdoc, Bson, DateTime, Document, RawArrayBuf, RawBson, RawBsonRef, RawDocumentBuf};
 use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::{IndexOptions, ReturnDocument};
-use mongodb::{Client, Collection, Database, IndexModel};
+use mongodb::options::ReturnDocument;
+use mongodb::{Client, Collection, Database};
+use payload::js_date::to_iso_string;
+use payload::{ConvertedPayloads, VerifiedPayloads, MAX_SAFE_INTEGER};
 use serde::Serialize;
 
-use crate::clock::{format_rfc3339_millis, parse_rfc3339};
 use crate::config::CacheConfig;
 use crate::error::{CacheError, ValidationError};
+use crate::indexes::index_models;
 use crate::input::{validate_log_entry, validate_passes, LogEntryInput, PassUpdate};
 use crate::read::{self, CachedTickets, Freshness};
 use crate::retry::{self, Budget, WriteKind};
-use crate::schema::{field, reserved, JsNumber, Millis, PassKind, Selection, UserId, MAX_SAFE_INTEGER};
-use crate::verified::{ConvertedPayloads, VerifiedPayloads};
+use crate::schema::{field, reserved, JsNumber, Millis, PassKind, Selection, UserId};
 
 mod bulk;
 mod error_report;
@@ -127,7 +128,7 @@ impl TicketCache {
         for kind in selection.kinds() {
             projection.insert(kind.field(), 1);
         }
-        let found = self.timed(self.raw.find_one(doc! { field::USER_ID: user }).projection(projection)).await?;
+        let found = self.await_driver(self.raw.find_one(doc! { field::USER_ID: user }).projection(projection)).await?;
         let Some(document) = found else { return Ok(None) };
         let freshness = Freshness { now, ttl: self.config.fresh_ttl, max_skew: self.config.limits.max_clock_skew };
         Ok(Some(read::render(user, selection, &document, freshness, &self.verified)))
@@ -165,7 +166,7 @@ impl TicketCache {
         }
         // Nothing changed: the guard kept a newer document, or this exact write was already stored.
         let stored = self
-            .timed(self.raw.find_one(doc! { field::USER_ID: user }).projection(doc! { "_id": 0, field::TIMESTAMP: 1 }))
+            .await_driver(self.raw.find_one(doc! { field::USER_ID: user }).projection(doc! { "_id": 0, field::TIMESTAMP: 1 }))
             .await?
             .and_then(|found| found.get(field::TIMESTAMP).ok().flatten().and_then(|stored| newer_than(stored, timestamp)));
         match stored {
@@ -243,7 +244,7 @@ impl TicketCache {
     /// the write: the entry was a duplicate exactly when its `id` is among them.
     pub async fn push_log(&self, user: UserId, entry: &LogEntryInput, now: DateTime) -> Result<PushOutcome, CacheError> {
         let mut stored = validate_log_entry(entry, &self.config.limits)?;
-        stored.insert(field::SERVER_TIME, format_rfc3339_millis(now));
+        stored.insert(field::SERVER_TIME, to_iso_string(now));
         let log = entry.kind.log_field();
         let logged = format!("${log}");
         // What the log holds: a stored value that is not an array (the collection is shared) holds no
@@ -338,14 +339,14 @@ impl TicketCache {
     }
 
     async fn ids_matching(&self, filter: Document, limit: u64) -> Result<Vec<Bson>, CacheError> {
-        let cursor = self.timed(self.docs.find(filter).projection(doc! { "_id": 1 }).limit(limit as i64)).await?;
-        let found: Vec<Document> = self.timed(cursor.try_collect()).await?;
+        let cursor = self.await_driver(self.docs.find(filter).projection(doc! { "_id": 1 }).limit(limit as i64)).await?;
+        let found: Vec<Document> = self.await_driver(cursor.try_collect()).await?;
         Ok(found.into_iter().filter_map(|mut d| d.remove("_id")).collect())
     }
 
     async fn trim_logs(&self, now: DateTime, budget: u64, report: &mut SweepReport) -> Result<(), CacheError> {
         let cutoff = DateTime::from_millis(now.timestamp_millis() - self.config.log_retention.as_millis() as i64);
-        let cutoff_text = format_rfc3339_millis(cutoff);
+        let cutoff_text = to_iso_string(cutoff);
         // Candidates by string range over the fixed-width UTC form (index-backed); the exact decision is
         // made below by parsing each entry, so other offsets and non-dates are never dropped by mistake.
         let old_entry = doc! { "$elemMatch": { field::SERVER_TIME: { "$lt": &cutoff_text, "$regex": "^[0-9]{4}-" } } };
@@ -357,8 +358,8 @@ impl TicketCache {
         }
         // Read raw: the collection is shared, and a log may hold anything (not an array, items that are not
         // entries, nesting no deserializer should recurse into); only string `server_time`s are dates.
-        let cursor = self.timed(self.raw.find(doc! { "$or": branches }).projection(projection).limit(budget as i64 + 1)).await?;
-        let mut candidates: Vec<RawDocumentBuf> = self.timed(cursor.try_collect()).await?;
+        let cursor = self.await_driver(self.raw.find(doc! { "$or": branches }).projection(projection).limit(budget as i64 + 1)).await?;
+        let mut candidates: Vec<RawDocumentBuf> = self.await_driver(cursor.try_collect()).await?;
         report.more_remaining |= candidates.len() as u64 > budget;
         candidates.truncate(budget as usize);
         report.examined_documents += candidates.len() as u64;
@@ -369,7 +370,7 @@ impl TicketCache {
         });
         for entry in entries {
             let server_time = entry.as_document().and_then(|entry| entry.get_str(field::SERVER_TIME).ok());
-            match server_time.map(|text| (text, parse_rfc3339(text))) {
+            match server_time.map(|text| (text, DateTime::parse_rfc3339_str(text).ok())) {
                 Some((text, Some(at))) if at < cutoff => {
                     report.trimmed_log_entries += 1;
                     expired_times.insert(text.to_owned());
@@ -397,7 +398,7 @@ impl TicketCache {
 
     /// Creates the indexes the queries above rely on. Idempotent: one round trip, a no-op when present.
     pub async fn ensure_indexes(&self) -> Result<(), CacheError> {
-        self.timed(self.docs.create_indexes(index_models())).await?;
+        self.await_driver(self.docs.create_indexes(index_models())).await?;
         Ok(())
     }
 
@@ -405,8 +406,8 @@ impl TicketCache {
         DateTime::from_millis(now.timestamp_millis().saturating_add(self.config.expire_after.as_millis() as i64))
     }
 
-    /// Runs one database operation under the configured time limit.
-    async fn timed<T>(&self, operation: impl IntoFuture<Output = mongodb::error::Result<T>>) -> Result<T, CacheError> {
+    /// Awaits one driver operation under the configured time limit, counting its time as the driver's.
+    async fn await_driver<T>(&self, operation: impl IntoFuture<Output = mongodb::error::Result<T>>) -> Result<T, CacheError> {
         self.within(self.config.operation_timeout, operation).await?.map_err(CacheError::from)
     }
 
@@ -582,22 +583,4 @@ fn merge_stages(kind: PassKind, new_passes: impl Iterator<Item = RawDocumentBuf>
         },
     } } };
     (index, merged)
-}
-
-/// The collection's indexes, each with the query that uses it.
-pub fn index_models() -> Vec<IndexModel> {
-    let index = |keys: Document, options: IndexOptions| IndexModel::builder().keys(keys).options(options).build();
-    let mut models = vec![
-        // get / replace_passes / push_log filter by user_id; unique so concurrent first writes make one document.
-        crate::indexes::unique_user_id(),
-        // MongoDB's TTL monitor deletes at `expires_at`; the sweeper's expired-document scan uses it too.
-        index(doc! { field::EXPIRES_AT: 1 }, IndexOptions::builder().expire_after(Duration::ZERO).build()),
-        // The sweeper's scan for legacy documents without `expires_at` (range on `timestamp`).
-        index(doc! { field::TIMESTAMP: 1 }, IndexOptions::default()),
-    ];
-    // The sweeper's range scan for log entries older than the retention (and the error summary's $match).
-    for kind in PassKind::ALL {
-        models.push(index(doc! { format!("{}.{}", kind.log_field(), field::SERVER_TIME): 1 }, IndexOptions::default()));
-    }
-    models
 }

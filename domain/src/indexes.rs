@@ -8,15 +8,32 @@
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
-use mongodb::bson::{doc, Bson};
+use mongodb::bson::{doc, Bson, Document};
 use mongodb::error::ErrorKind;
 use mongodb::options::IndexOptions;
-use mongodb::IndexModel;
+use mongodb::{Collection, IndexModel};
 
-use crate::cache::{index_models, TicketCache};
 use crate::config::WriterIndexPolicy;
 use crate::error::CacheError;
-use crate::schema::field;
+use crate::schema::{field, PassKind};
+
+/// The collection's indexes, each with the query (in `cache.rs`) that uses it.
+pub fn index_models() -> Vec<IndexModel> {
+    let index = |keys: Document, options: IndexOptions| IndexModel::builder().keys(keys).options(options).build();
+    let mut models = vec![
+        // get / replace_passes / push_log filter by user_id; unique so concurrent first writes make one document.
+        unique_user_id(),
+        // MongoDB's TTL monitor deletes at `expires_at`; the sweeper's expired-document scan uses it too.
+        index(doc! { field::EXPIRES_AT: 1 }, IndexOptions::builder().expire_after(Duration::ZERO).build()),
+        // The sweeper's scan for legacy documents without `expires_at` (range on `timestamp`).
+        index(doc! { field::TIMESTAMP: 1 }, IndexOptions::default()),
+    ];
+    // The sweeper's range scan for log entries older than the retention (and the error summary's $match).
+    for kind in PassKind::ALL {
+        models.push(index(doc! { format!("{}.{}", kind.log_field(), field::SERVER_TIME): 1 }, IndexOptions::default()));
+    }
+    models
+}
 
 /// The index every write relies on (also the first of [`index_models`]).
 pub fn unique_user_id() -> IndexModel {
@@ -89,18 +106,18 @@ enum Found {
 /// Makes sure the unique `user_id` index exists: `listIndexes`, and when it is missing (and `policy`
 /// allows) `createIndexes`. Environments starting together may all create it at once; a creation that
 /// fails while another one is under way is retried until the index shows up or the caller's time runs out.
-pub async fn ensure_unique_user_index(cache: &TicketCache, policy: WriterIndexPolicy) -> Result<(), IndexError> {
-    let namespace = Namespace { database: cache.config().database.clone(), collection: cache.config().collection.clone() };
+pub async fn ensure_unique_user_index(collection: &Collection<Document>, policy: WriterIndexPolicy) -> Result<(), IndexError> {
+    let namespace = Namespace { database: collection.namespace().db, collection: collection.name().to_owned() };
     let unusable = |problem| Err(IndexError::Unusable { problem, namespace: namespace.clone() });
     let mut pause = Duration::from_millis(10);
     loop {
-        match find(cache).await? {
+        match find(collection).await? {
             Found::Unique => return Ok(()),
             Found::NotUnique(name) => return unusable(IndexProblem::NotUnique { name }),
             Found::Absent if policy == WriterIndexPolicy::Require => return unusable(IndexProblem::Missing),
             Found::Absent => {}
         }
-        let error = match cache.collection().create_index(unique_user_id()).await {
+        let error = match collection.create_index(unique_user_id()).await {
             Ok(_) => return Ok(()),
             Err(error) => error,
         };
@@ -121,15 +138,15 @@ pub async fn ensure_unique_user_index(cache: &TicketCache, policy: WriterIndexPo
             code => IndexProblem::Refused { code, code_name: command.code_name.clone() },
         };
         // It may have been created meanwhile by someone who could.
-        return match find(cache).await? {
+        return match find(collection).await? {
             Found::Unique => Ok(()),
             _ => unusable(problem),
         };
     }
 }
 
-async fn find(cache: &TicketCache) -> Result<Found, CacheError> {
-    let indexes: Vec<IndexModel> = match cache.collection().list_indexes().await {
+async fn find(collection: &Collection<Document>) -> Result<Found, CacheError> {
+    let indexes: Vec<IndexModel> = match collection.list_indexes().await {
         Ok(cursor) => cursor.try_collect().await?,
         // MongoDB answers NamespaceNotFound before the collection exists (DocumentDB: an empty list).
         Err(e) if matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == 26) => Vec::new(),
@@ -169,8 +186,8 @@ fn jittered(pause: Duration) -> Duration {
 
 /// Creates every index of the collection (the deployment's task): one `createIndexes`, a no-op for the
 /// indexes that exist. Building on a large collection can take a while, so the caller gives the time.
-pub async fn create_all(cache: &TicketCache, within: Duration) -> Result<(), CacheError> {
-    match tokio::time::timeout(within, cache.collection().create_indexes(index_models())).await {
+pub async fn create_all(collection: &Collection<Document>, within: Duration) -> Result<(), CacheError> {
+    match tokio::time::timeout(within, collection.create_indexes(index_models())).await {
         Ok(result) => result.map(drop).map_err(CacheError::from),
         Err(_) => Err(CacheError::Timeout(within.as_millis() as u64)),
     }

@@ -12,12 +12,13 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use payload::hash::{self, HashForm};
+use payload::rules::{self, Violation};
+use payload::{convert_payload, ConvertError, ConvertedPayloads, JCS_ALG, MAX_SAFE_INTEGER};
+
 use crate::config::Limits;
-use crate::convert::convert_payload;
 use crate::error::ValidationError;
-use crate::hashing::{self, HashForm, JCS_ALG};
-use crate::schema::{reserved, JsNumber, Millis, PassKind, MAX_SAFE_INTEGER};
-use crate::verified::ConvertedPayloads;
+use crate::schema::{reserved, JsNumber, Millis, PassKind};
 
 /// A client timestamp: integral milliseconds since the epoch, positive, within JavaScript's safe range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,9 +180,13 @@ pub fn validate_passes(
             check_text(&at("pass_uuid"), &pass.pass_uuid, limits.max_pass_uuid_chars)?;
             check_text(&at("status"), &pass.status, limits.max_status_chars)?;
             check_object_keys(&at(""), &pass.extra)?;
-            let payload = match converted.get(pass.payload.get()) {
+            let text = pass.payload.get();
+            let payload = match converted.get(text) {
                 Some(done) => done,
-                None => converted.remember(pass.payload.get(), convert_payload(&pass.payload, &at("payload"), limits)?),
+                None => {
+                    let fresh = convert_payload(text, limits.max_payload_depth).map_err(|e| unconvertible(&at("payload"), e))?;
+                    converted.remember(text, fresh)
+                }
             };
             // The canonical form is the payload's size as stored, give or take BSON framing.
             if payload.canonical_len > limits.max_payload_bytes {
@@ -189,7 +194,7 @@ pub fn validate_passes(
             }
             let hash = payload.jcs_hash.as_str();
             if let Some(sent) = pass.payload_hash.as_deref() {
-                let legacy = || hashing::hash(&payload.bson, HashForm::Legacy).map(|(hash, _)| hash).unwrap_or_default();
+                let legacy = || hash::hash(&payload.bson, HashForm::Legacy).map(|(hash, _)| hash).unwrap_or_default();
                 if !sent.eq_ignore_ascii_case(hash) && !sent.eq_ignore_ascii_case(&legacy()) {
                     return Err(ValidationError::HashMismatch { pass_uuid: pass.pass_uuid.clone() });
                 }
@@ -224,7 +229,7 @@ pub fn validate_passes(
 }
 
 /// An empty document with room for `capacity` bytes: the driver's constructor starts at five bytes, and
-/// growing a pass document past its payload reallocated it (a twentieth of `validate_passes`).
+/// growing a pass document past its payload reallocated it (bench `request_steps`, `validate_passes`).
 fn empty_document(capacity: usize) -> RawDocumentBuf {
     let mut bytes = Vec::with_capacity(capacity);
     bytes.extend_from_slice(RawDocumentBuf::new().as_bytes());
@@ -233,8 +238,8 @@ fn empty_document(capacity: usize) -> RawDocumentBuf {
 }
 
 /// Where a value sits in a request body (`passes[3].status`; `passes[3]` for the pass itself). Written
-/// out only when an error names it: formatting the path of every field of every pass up front was a tenth
-/// of `validate_passes`.
+/// out only when an error names it: formatting the path of every field of every pass up front showed in
+/// bench `request_steps`, `validate_passes`.
 #[derive(Debug, Clone, Copy)]
 struct PassField<'a> {
     kind: PassKind,
@@ -252,20 +257,20 @@ impl fmt::Display for PassField<'_> {
     }
 }
 
-pub(crate) fn forbidden(field: &dyn fmt::Display, key: &str) -> ValidationError {
-    ValidationError::ForbiddenKey { field: field.to_string(), key: key.escape_debug().to_string() }
+/// A storage rule broken at `field`.
+fn broken(field: &dyn fmt::Display, violation: Violation) -> ValidationError {
+    match violation {
+        Violation::ForbiddenName(key) => ValidationError::ForbiddenKey { field: field.to_string(), key },
+        other => ValidationError::Invalid { field: field.to_string(), reason: other.to_string() },
+    }
 }
 
-pub(crate) fn too_deep(limits: &Limits) -> String {
-    format!("nested deeper than {} levels", limits.max_payload_depth)
-}
-
-pub(crate) fn out_of_range(value: impl std::fmt::Display) -> String {
-    format!("integer {value} is outside the exactly representable range")
-}
-
-pub(crate) fn forbidden_key(key: &str) -> bool {
-    key.is_empty() || key.starts_with('$') || key.contains('.') || key.contains('\0')
+/// A payload at `field` that cannot be stored.
+fn unconvertible(field: &dyn fmt::Display, error: ConvertError) -> ValidationError {
+    match error {
+        ConvertError::Rule(violation) => broken(field, violation),
+        other => ValidationError::Invalid { field: field.to_string(), reason: other.to_string() },
+    }
 }
 
 /// Validates a log entry and returns the document to push (without `server_time`, which the caller sets).
@@ -309,22 +314,20 @@ fn check_text(field: &dyn fmt::Display, value: &str, max_chars: usize) -> Result
     Err(ValidationError::Invalid { field: field.to_string(), reason: reason.into() })
 }
 
-/// Rejects what MongoDB cannot store or what would make a document unreasonably large: keys with a
-/// leading `$`, a `.` or NUL; nesting deeper than the limit; integers JavaScript cannot represent.
+/// Applies the storage rules (`payload::rules`) to a client value that is not a payload.
 fn check_value(field: &dyn fmt::Display, value: &Value, depth: usize, limits: &Limits) -> Result<(), ValidationError> {
-    if depth > limits.max_payload_depth {
-        return Err(ValidationError::Invalid { field: field.to_string(), reason: too_deep(limits) });
-    }
-    match value {
-        Value::Object(map) => check_object(field, map, depth, limits),
-        Value::Array(items) => items.iter().try_for_each(|v| check_value(field, v, depth + 1, limits)),
-        Value::Number(n) if n.is_f64() => Ok(()),
-        Value::Number(n) => match n.as_i64() {
-            Some(v) if v.unsigned_abs() <= MAX_SAFE_INTEGER as u64 => Ok(()),
-            _ => Err(ValidationError::Invalid { field: field.to_string(), reason: out_of_range(n) }),
+    rules::check_depth(depth, limits.max_payload_depth).map_err(|v| broken(field, v))?;
+    let integer = match value {
+        Value::Object(map) => return check_object(field, map, depth, limits),
+        Value::Array(items) => return items.iter().try_for_each(|v| check_value(field, v, depth + 1, limits)),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(v), _) => rules::safe_integer(v),
+            (None, Some(v)) => rules::safe_unsigned(v),
+            (None, None) => return Ok(()),
         },
-        _ => Ok(()),
-    }
+        _ => return Ok(()),
+    };
+    integer.map(drop).map_err(|v| broken(field, v))
 }
 
 fn check_object(field: &dyn fmt::Display, map: &Map<String, Value>, depth: usize, limits: &Limits) -> Result<(), ValidationError> {
@@ -333,10 +336,7 @@ fn check_object(field: &dyn fmt::Display, map: &Map<String, Value>, depth: usize
 }
 
 fn check_object_keys(field: &dyn fmt::Display, map: &Map<String, Value>) -> Result<(), ValidationError> {
-    match map.keys().find(|k| forbidden_key(k)) {
-        Some(key) => Err(forbidden(field, key)),
-        None => Ok(()),
-    }
+    map.keys().try_for_each(|key| rules::check_name(key)).map_err(|v| broken(field, v))
 }
 
 #[cfg(test)]
@@ -349,7 +349,7 @@ mod tests {
     }
 
     fn jcs_hash(value: &Value) -> String {
-        let (hash, _) = hashing::hash(&RawDocumentBuf::from_document(&bson::to_document(value).unwrap()).unwrap(), HashForm::Jcs).unwrap();
+        let (hash, _) = hash::hash(&RawDocumentBuf::from_document(&bson::to_document(value).unwrap()).unwrap(), HashForm::Jcs).unwrap();
         hash
     }
 
@@ -390,7 +390,7 @@ mod tests {
         let payload = json!({"b": 2.5, "a": 1});
         let jcs = jcs_hash(&payload);
         let raw = RawDocumentBuf::from_document(&bson::to_document(&payload).unwrap()).unwrap();
-        let (legacy, _) = hashing::hash(&raw, HashForm::Legacy).unwrap();
+        let (legacy, _) = hash::hash(&raw, HashForm::Legacy).unwrap();
         assert_ne!(jcs, legacy);
         for good in [jcs.clone(), legacy, jcs.to_uppercase()] {
             let input = pass(json!({"pass_uuid": "u", "status": "S", "payload": payload, "payload_hash": good}));

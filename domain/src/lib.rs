@@ -1,27 +1,22 @@
-//! The Bytemark ticket cache: the `bytemark_tickets_cache` document schema, payload hashing, validation
-//! and the cache operations over the official MongoDB driver. Knows nothing of Lambda or HTTP.
+//! The Bytemark ticket cache: the `bytemark_tickets_cache` document schema, the validation of requests
+//! and the cache operations over the official MongoDB driver. Payload printing, hashing and conversion
+//! live in the `payload` crate. Knows nothing of Lambda or HTTP.
 
-mod bson_walk;
 pub mod cache;
-pub mod clock;
 pub mod config;
-pub mod convert;
 pub mod error;
-pub mod hashing;
 pub mod indexes;
 pub mod input;
-pub mod json;
 pub mod read;
 pub mod retry;
 pub mod schema;
-pub mod verified;
 
 pub use cache::{ErrorQuery, ErrorReport, PushOutcome, ReplaceOutcome, SweepReport, TicketCache};
 pub use config::{AccessConfig, CacheConfig, ConfigError, Limits, Settings, UriSource, WriterIndexPolicy};
 pub use error::{CacheError, ValidationError};
-pub use hashing::Integrity;
 pub use indexes::IndexError;
 pub use input::{LogEntryInput, PassInput, PassUpdate};
+pub use payload::Integrity;
 pub use read::{CachedTickets, CheckedPass};
 pub use schema::{JsNumber, Millis, PassKind, Selection, UserId};
 

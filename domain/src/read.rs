@@ -6,20 +6,20 @@
 //!
 //! Every document the database accepts renders: the collection is shared, and anyone who can write to it
 //! can store any BSON. What cannot be shown (a `passes` that is not an array, an item that is not a pass,
-//! invalid UTF-8, nesting beyond [`json::MAX_DEPTH`], corrupt framing) is left out or shown as `null` and
+//! invalid UTF-8, nesting beyond [`text::MAX_DEPTH`], corrupt framing) is left out or shown as `null` and
 //! named in the response's `degraded` list; a stored field can never stand in for one the service computes.
 
 use std::time::Duration;
 
 use mongodb::bson::{DateTime, RawDocument};
+use payload::hash::{is_sha256_hex, verify_into, Integrity};
+use payload::reader::{CorruptBson, Doc, Value};
+use payload::text::{self, TextForm};
+use payload::VerifiedPayloads;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::bson_walk::{Doc, Value};
-use crate::hashing::{self, Integrity};
-use crate::json::{self, NotJson, TextForm};
 use crate::schema::{field, reserved, JsNumber, Millis, PassKind, Selection, UserId};
-use crate::verified::VerifiedPayloads;
 
 /// A cached document as a read returns it.
 #[derive(Debug, Clone)]
@@ -121,7 +121,7 @@ pub fn render(
 
     let mut out = Vec::with_capacity(document.as_bytes().len() + 256);
     out.extend_from_slice(b"{\"user_id\":");
-    json::write_i64(user.get(), &mut out);
+    text::write_i64(user.get(), &mut out);
     out.extend_from_slice(b",\"timestamp\":");
     write_optional_i64(timestamp.map(|t| t.0), &mut out);
     out.extend_from_slice(b",\"age_seconds\":");
@@ -167,7 +167,7 @@ pub fn render(
     validator.update(selection.as_str());
     validator.update([u8::from(stale)]);
     validator.update(document.as_bytes());
-    let etag = format!("\"{}\"", &hashing::hex(&validator.finalize().into())[..32]);
+    let etag = format!("\"{}\"", hex::encode(&validator.finalize()[..16]));
     // Every byte above is ASCII or was checked as UTF-8 by the writer.
     let json = String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
     let fresh_for = if stale { Duration::ZERO } else { age.map_or(Duration::ZERO, |age| freshness.ttl.saturating_sub(age)) };
@@ -209,7 +209,7 @@ impl<'d> PassWriter<'d, '_> {
             out.extend_from_slice(b"null");
             return;
         };
-        if let Err(e) = json::write_walked(value, TextForm::Display, out) {
+        if let Err(e) = text::write_value(value, TextForm::Display, out) {
             out.extend_from_slice(b"null");
             self.skip(format!("{at}.{name}"), e.to_string());
         }
@@ -261,8 +261,8 @@ impl<'d> PassWriter<'d, '_> {
         self.write_shown(at, "status", status, out);
         out.extend_from_slice(b",\"free_ticket_status\":");
         match free_ticket_status.and_then(js_number) {
-            Some(JsNumber::Int(v)) => json::write_i64(v, out),
-            Some(JsNumber::Float(v)) => json::write_f64(v, out),
+            Some(JsNumber::Int(v)) => text::write_i64(v, out),
+            Some(JsNumber::Float(v)) => text::write_f64(v, out),
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"payload\":");
@@ -277,15 +277,15 @@ impl<'d> PassWriter<'d, '_> {
             }
         };
         out.extend_from_slice(b",\"payload_hash\":");
-        match stored_hash.filter(|hash| hashing::is_sha256_hex(hash)) {
+        match stored_hash.filter(|hash| is_sha256_hex(hash)) {
             // Lower case, so `sha256(payload text) == payload_hash` holds as a string comparison.
-            Some(hash) => json::write_str(&hash.to_ascii_lowercase(), out),
+            Some(hash) => text::write_str(&hash.to_ascii_lowercase(), out),
             None => self.write_shown(at, "payload_hash", hash, out),
         }
         out.extend_from_slice(b",\"integrity\":\"");
         out.extend_from_slice(integrity.as_str().as_bytes());
         out.push(b'"');
-        let kept = json::last_value_at_first_position(&mut self.extras, |extra| extra.0);
+        let kept = text::last_value_at_first_position(&mut self.extras, |extra| extra.0);
         for (i, kept) in kept.into_iter().enumerate() {
             let (key, value) = self.extras[i];
             if !kept {
@@ -297,9 +297,9 @@ impl<'d> PassWriter<'d, '_> {
             };
             let start = out.len();
             out.push(b',');
-            json::write_str(name, out);
+            text::write_str(name, out);
             out.push(b':');
-            if let Err(e) = json::write_walked(value, TextForm::Display, out) {
+            if let Err(e) = text::write_value(value, TextForm::Display, out) {
                 out.truncate(start);
                 self.skip(format!("{at}.{name}"), e.to_string());
             }
@@ -319,7 +319,7 @@ impl<'d> PassWriter<'d, '_> {
     ) -> Integrity {
         let Ok(payload) = RawDocument::from_bytes(payload.as_bytes()) else {
             out.extend_from_slice(b"null");
-            self.skip(format!("{at}.payload"), NotJson::Corrupt("document framing".into()).to_string());
+            self.skip(format!("{at}.payload"), CorruptBson::new("document framing").to_string());
             return if stored_hash.is_some() { Integrity::Unverifiable } else { Integrity::Unverified };
         };
         let raw = payload.as_bytes();
@@ -327,7 +327,7 @@ impl<'d> PassWriter<'d, '_> {
             return integrity;
         }
         let start = out.len();
-        let (integrity, shown) = hashing::verify_into(payload, stored_hash, alg, out);
+        let (integrity, shown) = verify_into(payload, stored_hash, alg, out);
         match shown {
             Ok(()) => {
                 if let Some(hash) = stored_hash {
@@ -360,7 +360,7 @@ fn stored_millis(value: Value<'_>) -> Option<Millis> {
 
 fn write_optional_i64(value: Option<i64>, out: &mut Vec<u8>) {
     match value {
-        Some(v) => json::write_i64(v, out),
+        Some(v) => text::write_i64(v, out),
         None => out.extend_from_slice(b"null"),
     }
 }

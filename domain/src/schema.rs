@@ -8,6 +8,7 @@
 use std::fmt;
 
 use mongodb::bson::{Bson, RawBson};
+use payload::MAX_SAFE_INTEGER;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -103,20 +104,14 @@ impl Selection {
     }
 }
 
-/// 2^53 - 1, JavaScript's `Number.MAX_SAFE_INTEGER`: the largest integer every party (the Node service,
-/// JSON parsers, RFC 8785) holds exactly.
-pub const MAX_SAFE_INTEGER: i64 = 9_007_199_254_740_991;
-
 /// A user id: a positive integer that a JavaScript number can hold exactly (the Node service shares it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct UserId(i64);
 
 impl UserId {
-    pub const MAX: i64 = MAX_SAFE_INTEGER;
-
     pub fn new(value: i64) -> Option<UserId> {
-        (1..=Self::MAX).contains(&value).then_some(UserId(value))
+        (1..=MAX_SAFE_INTEGER).contains(&value).then_some(UserId(value))
     }
 
     /// Parses the decimal digits of a path segment; anything else (signs, fractions, exponents) is refused.

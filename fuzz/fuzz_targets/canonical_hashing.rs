@@ -3,12 +3,10 @@
 //! write's one-pass conversion (`convert_payload`) stores that BSON with the hash reads recompute.
 #![no_main]
 
-use domain::convert::convert_payload;
-use domain::hashing::{self, HashForm, Integrity, JCS_ALG};
-use domain::mongodb::bson::{self, RawDocumentBuf};
-use domain::Limits;
+use bson::RawDocumentBuf;
 use libfuzzer_sys::fuzz_target;
-use serde_json::value::RawValue;
+use payload::hash::{self, HashForm};
+use payload::{convert_payload, Integrity, JCS_ALG};
 use serde_json::Value;
 
 /// Integers beyond ±2^53 are refused by validation (JavaScript, and JCS, cannot represent them exactly).
@@ -28,24 +26,23 @@ fuzz_target!(|data: &[u8]| {
     let Ok(raw) = RawDocumentBuf::from_document(&document) else { return };
     // A write converts the client's text in one pass. What it accepts (no repeated names, integers within
     // ±2^53) it stores as the bson crate stores the parsed value, with the hash reads recompute from it.
-    let limits = Limits { max_payload_depth: 128, ..Limits::default() };
-    let payload = std::str::from_utf8(data).ok().and_then(|text| RawValue::from_string(text.to_owned()).ok());
-    if let Some(Ok(converted)) = payload.map(|payload| convert_payload(&payload, &"payload", &limits)) {
+    let converted = std::str::from_utf8(data).ok().map(|text| convert_payload(text, 128));
+    if let Some(Ok(converted)) = converted {
         assert_eq!(converted.bson.as_bytes(), bson::to_vec(map).expect("JSON-typed").as_slice(), "{value}");
-        let (hash, len) = hashing::hash(&converted.bson, HashForm::Jcs).expect("JSON-typed BSON has a canonical form");
-        assert_eq!((converted.jcs_hash, converted.canonical_len), (hash, len), "{value}");
+        let (jcs_hash, len) = hash::hash(&converted.bson, HashForm::Jcs).expect("JSON-typed BSON has a canonical form");
+        assert_eq!((converted.jcs_hash, converted.canonical_len), (jcs_hash, len), "{value}");
     }
-    let _ = hashing::hash(&raw, HashForm::Legacy);
-    let ours = hashing::hash(&raw, HashForm::Jcs);
+    let _ = hash::hash(&raw, HashForm::Legacy);
+    let ours = hash::hash(&raw, HashForm::Jcs);
     if safe_numbers(&value) {
         let reference = serde_json_canonicalizer::to_vec(&value).expect("the reference canonicalizes JSON");
         let mut text = Vec::new();
-        hashing::write_and_digest(&raw, HashForm::Jcs, &mut text).expect("JSON-typed BSON has a canonical form");
+        hash::write_and_digest(&raw, HashForm::Jcs, &mut text).expect("JSON-typed BSON has a canonical form");
         assert_eq!(text, reference, "stored BSON and client JSON canonicalize differently: {value}");
     }
-    if let Ok((hash, _)) = ours {
+    if let Ok((jcs_hash, _)) = ours {
         let mut out = Vec::new();
-        assert_eq!(hashing::verify_into(&raw, Some(&hash), Some(JCS_ALG), &mut out), (Integrity::Verified, Ok(())));
+        assert_eq!(hash::verify_into(&raw, Some(&jcs_hash), Some(JCS_ALG), &mut out), (Integrity::Verified, Ok(())));
         serde_json::from_slice::<Value>(&out).expect("the payload text is JSON");
     }
 });

@@ -2,13 +2,13 @@
 //! validation accepts is stored in a form that verifies on read.
 #![no_main]
 
-use domain::hashing::{self, Integrity, JCS_ALG};
 use domain::input::{validate_log_entry, validate_passes};
-use domain::verified::ConvertedPayloads;
 use domain::{Limits, LogEntryInput, Millis, PassKind, PassUpdate};
 use lambda_adapter::handlers::parse_body;
 use lambda_http::{Body, Request};
 use libfuzzer_sys::fuzz_target;
+use payload::hash::verify_into;
+use payload::{ConvertedPayloads, Integrity, JCS_ALG};
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits::default();
@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
                 let payload = pass.0.get_document("payload").expect("a payload");
                 let mut text = Vec::new();
                 assert_eq!(
-                    hashing::verify_into(payload, Some(hash), Some(JCS_ALG), &mut text),
+                    verify_into(payload, Some(hash), Some(JCS_ALG), &mut text),
                     (Integrity::Verified, Ok(())),
                     "{:?}",
                     pass.0

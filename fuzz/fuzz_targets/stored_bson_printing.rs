@@ -11,13 +11,13 @@
 
 use std::time::Duration;
 
-use domain::hashing::{self, HashForm};
-use domain::json::{self, TextForm};
 use domain::mongodb::bson::{DateTime, RawArrayBuf, RawDocument, RawDocumentBuf};
 use domain::read::{render, Freshness};
-use domain::verified::VerifiedPayloads;
 use domain::{Selection, UserId};
 use libfuzzer_sys::fuzz_target;
+use payload::hash::{self, HashForm};
+use payload::text::{self, TextForm};
+use payload::VerifiedPayloads;
 
 #[path = "../../tests/src/read_invariants.rs"]
 mod read_invariants;
@@ -35,18 +35,18 @@ fuzz_target!(|data: &[u8]| {
     let Ok(raw) = RawDocument::from_bytes(data) else { return };
     for form in [TextForm::JsonStringify, TextForm::Canonical, TextForm::Display] {
         let mut out = Vec::new();
-        if json::write_document(raw, form, &mut out).is_ok() {
+        if text::write_document(raw, form, &mut out).is_ok() {
             read_invariants::strict_json(&out).unwrap_or_else(|e| panic!("{form:?}: {e}: {}", String::from_utf8_lossy(&out)));
         }
     }
     read(raw);
 
-    let hash = hashing::hash(raw, HashForm::Legacy).map_or_else(|_| "0".repeat(64), |(hash, _)| hash);
+    let legacy_hash = hash::hash(raw, HashForm::Legacy).map_or_else(|_| "0".repeat(64), |(hex, _)| hex);
     let mut pass = RawDocumentBuf::new();
     pass.append("integrity", "verified");
     pass.append("pass_uuid", "p");
     pass.append("payload", raw.to_owned());
-    pass.append("payload_hash", hash);
+    pass.append("payload_hash", legacy_hash);
     pass.append("integrity", "verified");
     let mut passes = RawArrayBuf::new();
     passes.push(pass);

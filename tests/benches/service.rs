@@ -129,7 +129,7 @@ async fn run(plan: &Plan, quick: bool) -> String {
     let _ = writeln!(out, "# Benchmark results\n");
     let _ = writeln!(out, "Command: `make bench`{}  ", if quick { " (BENCH_QUICK=1)" } else { "" });
     let _ = writeln!(out, "Machine: {}  ", machine_line());
-    let _ = writeln!(out, "Date: {}  ", domain::clock::format_rfc3339_millis(DateTime::now()));
+    let _ = writeln!(out, "Date: {}  ", payload::js_date::to_iso_string(DateTime::now()));
     let _ = writeln!(out, "Database: the MongoDB stand-in on loopback (Python; its latency dominates the end-to-end figures).\n");
 
     // 1. Sizes.

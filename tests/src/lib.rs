@@ -463,7 +463,8 @@ impl HttpEvent {
     /// The raw event JSON.
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::{json, Map, Value};
-        let route = lambda_adapter::routes::ROUTES.iter().find(|r| r.method == self.method && template_matches(&r.path, &self.path));
+        let routes = lambda_adapter::routes::table().expect("functions/routes.json is a route table").routes();
+        let route = routes.iter().find(|r| r.method == self.method && template_matches(&r.path, &self.path));
         let mut headers: Map<String, Value> = self.headers.iter().map(|(k, v)| (k.to_lowercase(), json!(v))).collect();
         headers.entry("content-type").or_insert(json!("application/json"));
         let raw_query = self.query.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");

@@ -359,8 +359,8 @@ async fn sweep_is_bounded_and_removes_only_what_expired() {
         // legacy: no expires_at, double timestamp
     }
     docs.push(doc! { "user_id": 3000, "timestamp": sweep_at - 1000 }); // legacy but recent: kept
-    let old_log = domain::clock::format_rfc3339_millis(DateTime::from_millis(sweep_at - config.log_retention.as_millis() as i64 - 1));
-    let new_log = domain::clock::format_rfc3339_millis(DateTime::from_millis(sweep_at - 1000));
+    let old_log = payload::js_date::to_iso_string(DateTime::from_millis(sweep_at - config.log_retention.as_millis() as i64 - 1));
+    let new_log = payload::js_date::to_iso_string(DateTime::from_millis(sweep_at - 1000));
     docs.push(doc! {
         "user_id": 4000, "timestamp": real_now, "expires_at": fresh,
         "passesLog": [ { "errors": ["old"], "server_time": &old_log }, { "errors": ["new"], "server_time": &new_log }, { "errors": ["?"], "server_time": "1795522373636" } ],

@@ -325,7 +325,7 @@ async fn injected_conflicts_are_retried_on_every_write_path_and_counted() {
     assert_eq!(log_ids(&stored), ["e0", "e1", "e2", "e3"], "each entry once");
 
     // The sweeper's delete and trim.
-    let old = domain::clock::format_rfc3339_millis(DateTime::from_millis(base - 8 * DAY_MS));
+    let old = payload::js_date::to_iso_string(DateTime::from_millis(base - 8 * DAY_MS));
     let docs = state.cache.collection();
     docs.insert_many([expired_legacy(7), doc! { "user_id": 8_i64, "passesLog": [{ "server_time": &old }] }]).await.unwrap();
     fail_point(&admin, times(2), doc! { "failCommands": ["delete"], "errorCode": 112 }).await;
@@ -421,7 +421,7 @@ async fn errors_that_a_retry_cannot_fix_are_not_retried() {
     let reply = put(&state, 1, DateTime::now().timestamp_millis(), "a").await;
     assert_eq!((reply.status, last_retries(&state)), (500, 0.0), "{}", reply.body);
     // E11000 is final on a write that is not an upsert: the sweeper's trim.
-    let old = domain::clock::format_rfc3339_millis(DateTime::from_millis(DateTime::now().timestamp_millis() - 8 * DAY_MS));
+    let old = payload::js_date::to_iso_string(DateTime::from_millis(DateTime::now().timestamp_millis() - 8 * DAY_MS));
     state.cache.collection().insert_one(doc! { "user_id": 2_i64, "passesLog": [{ "server_time": &old }] }).await.unwrap();
     fail_point(&admin, times(1), doc! { "failCommands": ["update"], "errorCode": 11000 }).await;
     let error = state.cache.sweep(DateTime::now()).await.unwrap_err();

@@ -152,7 +152,7 @@ async fn the_custom_resource_creates_every_index_and_answers_cloudformation() {
     let state = state_for(&server().uri, &database, WriterIndexPolicy::Create).await;
     let checker = Client::with_uri_str(&server().uri).await.unwrap();
     assert!(index_names(&checker, &database).await.is_empty(), "a fresh database");
-    let expected = domain::cache::index_models().len() + 1; // and _id
+    let expected = domain::indexes::index_models().len() + 1; // and _id
 
     for request_type in ["Create", "Update"] {
         let cloudformation = ResponseUrl::start(0).await;

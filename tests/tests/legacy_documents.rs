@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use domain::mongodb::bson::{DateTime, Document, RawDocumentBuf};
 use domain::read::{render, CachedTickets, Freshness};
-use domain::verified::VerifiedPayloads;
 use domain::{Integrity, Selection, UserId};
 use integration_tests::fixture;
+use payload::VerifiedPayloads;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use sha2::{Digest, Sha256};

@@ -7,9 +7,11 @@ use mongodb::bson::{doc, Bson, DateTime, RawBsonRef, RawDocument, RawDocumentBuf
 use serde::Serialize;
 
 use super::TicketCache;
-use crate::clock::format_rfc3339_millis;
+use payload::js_date::to_iso_string;
 use crate::error::{CacheError, ValidationError};
-use crate::schema::{field, PassKind, UserId, MAX_SAFE_INTEGER};
+use payload::MAX_SAFE_INTEGER;
+
+use crate::schema::{field, PassKind, UserId};
 
 /// The longest window one report covers: the aggregation reads every entry in it.
 pub const MAX_WINDOW: Duration = Duration::from_secs(31 * 24 * 3600);
@@ -95,8 +97,8 @@ impl TicketCache {
     /// Aggregates the errors logged in the query's window: one aggregation, bounded by the operation
     /// timeout on the server (`maxTimeMS`) as well as here.
     pub async fn error_report(&self, query: &ErrorQuery) -> Result<ErrorReport, CacheError> {
-        let since = format_rfc3339_millis(query.since);
-        let until = format_rfc3339_millis(query.until);
+        let since = to_iso_string(query.since);
+        let until = to_iso_string(query.until);
         let window = doc! { "$gte": &since, "$lt": &until };
         let kinds: Vec<PassKind> = PassKind::ALL.into_iter().filter(|k| query.kind.is_none_or(|only| only == *k)).collect();
         let mut matched = doc! {
@@ -127,7 +129,7 @@ impl TicketCache {
             doc! { "$set": { "code": { "$ifNull": ["$entry.errors.code", "$entry.errors"] } } },
             doc! { "$set": {
                 "code": { "$cond": [{ "$eq": [{ "$type": "$code" }, "string"] }, "$code", "unknown"] },
-                // `server_time` is fixed-width UTC (`clock.rs`): its first 13 bytes are the hour.
+                // `server_time` is fixed-width UTC (`payload::js_date`): its first 13 bytes are the hour.
                 "hour": { "$substrBytes": ["$entry.server_time", 0, 13] },
             } },
             doc! { "$facet": {
@@ -139,8 +141,8 @@ impl TicketCache {
             } },
         ];
         let aggregate = self.docs.aggregate(pipeline).max_time(self.config.operation_timeout).with_type::<RawDocumentBuf>();
-        let cursor = self.timed(aggregate).await?;
-        let facets: Vec<RawDocumentBuf> = self.timed(cursor.try_collect()).await?;
+        let cursor = self.await_driver(aggregate).await?;
+        let facets: Vec<RawDocumentBuf> = self.await_driver(cursor.try_collect()).await?;
         let Some(facets) = facets.first() else {
             return Ok(ErrorReport { since, until, total: 0, by_code: vec![], by_kind: vec![], by_hour: vec![], top_users: vec![] });
         };

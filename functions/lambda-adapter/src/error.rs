@@ -5,6 +5,8 @@ use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Response};
 use serde_json::json;
 
+use crate::routes::RouteError;
+
 /// Seconds a client should wait before retrying when the database is unavailable or too contended.
 pub const RETRY_AFTER_SECONDS: u32 = 2;
 
@@ -54,6 +56,18 @@ impl From<CacheError> for ApiError {
                 ApiError::Unavailable
             }
             CacheError::Database(_) => ApiError::Internal,
+        }
+    }
+}
+
+impl From<RouteError> for ApiError {
+    fn from(err: RouteError) -> Self {
+        match err {
+            RouteError::NotFound => ApiError::RouteNotFound,
+            RouteError::MethodNotAllowed { allow } => ApiError::MethodNotAllowed { allow },
+            RouteError::InvalidUserId(given) => ApiError::InvalidUserId(given),
+            // Start-up refuses to run without a route table, so a request never meets this.
+            RouteError::Table(_) => ApiError::Internal,
         }
     }
 }

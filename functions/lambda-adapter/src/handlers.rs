@@ -57,7 +57,7 @@ async fn get_tickets(state: &AppState, user: UserId, request: &Request) -> Resul
         Some(format) => Selection::parse(format).ok_or(ApiError::InvalidFormat)?,
     };
     state.readiness.connected(&state.cache).await?;
-    let found = state.timed(state.cache.get(user, selection, DateTime::now())).await?;
+    let found = state.metered(state.cache.get(user, selection, DateTime::now())).await?;
     let Some(tickets) = found else {
         state.metrics.emit(&[(Metric::CacheMiss, 1.0)]);
         return Err(ApiError::NotFound);
@@ -109,7 +109,7 @@ async fn get_tickets(state: &AppState, user: UserId, request: &Request) -> Resul
 async fn update_tickets(state: &AppState, user: UserId, request: &Request) -> Result<Response<Body>, ApiError> {
     let update: PassUpdate = parse_body(request, state.max_body_bytes)?;
     state.readiness.writable(&state.cache).await?;
-    let result = state.timed_write(state.cache.replace_passes(user, &update, DateTime::now())).await;
+    let result = state.metered_write(state.cache.replace_passes(user, &update, DateTime::now())).await;
     if let Err(ApiError::StaleWrite { stored }) = &result {
         tracing::info!(user_id = %user, stored = stored.0, "stale write rejected");
         state.metrics.emit(&[(Metric::StaleWriteRejected, 1.0)]);
@@ -124,7 +124,7 @@ async fn update_tickets(state: &AppState, user: UserId, request: &Request) -> Re
 async fn push_log(state: &AppState, user: UserId, request: &Request) -> Result<Response<Body>, ApiError> {
     let entry: LogEntryInput = parse_body(request, state.max_body_bytes)?;
     state.readiness.writable(&state.cache).await?;
-    let outcome = state.timed_write(state.cache.push_log(user, &entry, DateTime::now())).await?;
+    let outcome = state.metered_write(state.cache.push_log(user, &entry, DateTime::now())).await?;
     let (status, metric) = match outcome {
         PushOutcome::Appended => (StatusCode::CREATED, Metric::LogPushed),
         PushOutcome::Duplicate => (StatusCode::OK, Metric::LogDuplicate),
@@ -137,17 +137,17 @@ async fn push_log(state: &AppState, user: UserId, request: &Request) -> Result<R
 }
 
 impl AppState {
-    /// Runs a cache read, records the database's share of it, and maps its error for HTTP.
-    async fn timed<T>(&self, call: impl std::future::Future<Output = Result<T, CacheError>>) -> Result<T, ApiError> {
-        self.measured(call, false).await
+    /// Runs a cache read, emits the database's share of its time as a metric, and maps its error for HTTP.
+    async fn metered<T>(&self, call: impl std::future::Future<Output = Result<T, CacheError>>) -> Result<T, ApiError> {
+        self.meter(call, false).await
     }
 
-    /// [`AppState::timed`] for a write, which also reports how many attempts it repeated.
-    async fn timed_write<T>(&self, call: impl std::future::Future<Output = Result<T, CacheError>>) -> Result<T, ApiError> {
-        self.measured(call, true).await
+    /// [`AppState::metered`] for a write, which also reports how many attempts it repeated.
+    async fn metered_write<T>(&self, call: impl std::future::Future<Output = Result<T, CacheError>>) -> Result<T, ApiError> {
+        self.meter(call, true).await
     }
 
-    async fn measured<T>(&self, call: impl std::future::Future<Output = Result<T, CacheError>>, write: bool) -> Result<T, ApiError> {
+    async fn meter<T>(&self, call: impl std::future::Future<Output = Result<T, CacheError>>, write: bool) -> Result<T, ApiError> {
         let (time_before, retries_before) = (self.cache.driver_time(), self.cache.write_retries());
         let result = call.await;
         let database = self.cache.driver_time().saturating_sub(time_before);

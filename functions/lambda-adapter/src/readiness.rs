@@ -44,7 +44,7 @@ impl Readiness {
     pub async fn writable(&self, cache: &TicketCache) -> Result<(), ApiError> {
         self.indexed
             .run(|| async {
-                let check = ensure_unique_user_index(cache, cache.config().writer_index_policy);
+                let check = ensure_unique_user_index(cache.collection(), cache.config().writer_index_policy);
                 within_first_contact(cache, check).await.map_err(first_contact_failed)
             })
             .await

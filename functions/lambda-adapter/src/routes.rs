@@ -2,13 +2,15 @@
 //!
 //! API Gateway tells us the matched route (`routeKey`) and `pathParameters`; `cargo lambda watch` and
 //! function URLs do not, so the raw path is matched against the same templates.
+//!
+//! The table is compiled into every binary and checked at start-up (`startup.rs`): a table that does not
+//! parse, or that misses an operation, stops the function with the reason instead of answering every
+//! request 404.
 
 use std::sync::LazyLock;
 
 use domain::UserId;
 use serde::Deserialize;
-
-use crate::error::ApiError;
 
 /// What a request asks for. Each Lambda function serves exactly one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -17,6 +19,10 @@ pub enum Operation {
     GetTickets,
     UpdateTickets,
     PushLog,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 3] = [Operation::GetTickets, Operation::UpdateTickets, Operation::PushLog];
 }
 
 /// How a route is authorized at the API (the functions check identity again).
@@ -37,18 +43,68 @@ pub struct Route {
     pub success: u16,
 }
 
-#[derive(Deserialize)]
-struct RouteTable {
+/// The route table: one route per [`Operation`].
+#[derive(Debug, Clone, Deserialize)]
+pub struct RouteTable {
     routes: Vec<Route>,
 }
 
+/// Why a route table cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteTableError {
+    #[error("functions/routes.json is not a route table: {0}")]
+    Malformed(String),
+    #[error("functions/routes.json has {count} routes for {operation:?}; every operation needs exactly one")]
+    Operation { operation: Operation, count: usize },
+}
+
+impl RouteTable {
+    /// Parses and checks a table in the format of `functions/routes.json`.
+    pub fn parse(text: &str) -> Result<RouteTable, RouteTableError> {
+        let table: RouteTable = serde_json::from_str(text).map_err(|e| RouteTableError::Malformed(e.to_string()))?;
+        for operation in Operation::ALL {
+            let count = table.routes.iter().filter(|r| r.operation == operation).count();
+            if count != 1 {
+                return Err(RouteTableError::Operation { operation, count });
+            }
+        }
+        Ok(table)
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    pub fn route(&self, operation: Operation) -> Option<&Route> {
+        self.routes.iter().find(|r| r.operation == operation)
+    }
+}
+
+/// Why a request matches no route.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("no such route")]
+    NotFound,
+    #[error("method not allowed here; allowed: {allow}")]
+    MethodNotAllowed { allow: String },
+    /// The path's user id segment (its first 40 characters) is not a user id.
+    #[error("user_id must be a positive integer, got {0:?}")]
+    InvalidUserId(String),
+    #[error(transparent)]
+    Table(#[from] RouteTableError),
+}
+
 /// Parsed once per execution environment from the file compiled into the binary.
-pub static ROUTES: LazyLock<Vec<Route>> =
-    LazyLock::new(|| serde_json::from_str::<RouteTable>(include_str!("../../routes.json")).map(|t| t.routes).unwrap_or_default());
+static COMPILED: LazyLock<Result<RouteTable, RouteTableError>> = LazyLock::new(|| RouteTable::parse(include_str!("../../routes.json")));
+
+/// The table compiled into this binary, or why it cannot be served (start-up stops on it).
+pub fn table() -> Result<&'static RouteTable, RouteTableError> {
+    COMPILED.as_ref().map_err(Clone::clone)
+}
 
 impl Operation {
     pub fn route(self) -> Option<&'static Route> {
-        ROUTES.iter().find(|r| r.operation == self)
+        table().ok()?.route(self)
     }
 }
 
@@ -61,19 +117,20 @@ pub struct Target {
 
 /// Matches `method` and `path` against the table. `route_key` and `user_param` come from API Gateway when
 /// it matched the route itself.
-pub fn resolve(method: &str, path: &str, route_key: Option<&str>, user_param: Option<&str>) -> Result<Target, ApiError> {
-    let from_gateway = route_key.and_then(|key| ROUTES.iter().find(|r| key == format!("{} {}", r.method, r.path)));
+pub fn resolve(method: &str, path: &str, route_key: Option<&str>, user_param: Option<&str>) -> Result<Target, RouteError> {
+    let routes = table()?.routes();
+    let from_gateway = route_key.and_then(|key| routes.iter().find(|r| key == format!("{} {}", r.method, r.path)));
     let (route, raw_user) = match (from_gateway, user_param) {
         (Some(route), Some(user)) => (route, user.to_owned()),
-        _ => match_path(method, path)?,
+        _ => match_path(routes, method, path)?,
     };
-    let user = UserId::parse(&raw_user).ok_or_else(|| ApiError::InvalidUserId(raw_user.chars().take(40).collect()))?;
+    let user = UserId::parse(&raw_user).ok_or_else(|| RouteError::InvalidUserId(raw_user.chars().take(40).collect()))?;
     Ok(Target { operation: route.operation, user })
 }
 
-fn match_path(method: &str, path: &str) -> Result<(&'static Route, String), ApiError> {
+fn match_path<'t>(routes: &'t [Route], method: &str, path: &str) -> Result<(&'t Route, String), RouteError> {
     let mut allowed = Vec::new();
-    for route in ROUTES.iter() {
+    for route in routes {
         if let Some(user) = match_template(&route.path, path) {
             if route.method.eq_ignore_ascii_case(method) {
                 return Ok((route, user));
@@ -82,9 +139,9 @@ fn match_path(method: &str, path: &str) -> Result<(&'static Route, String), ApiE
         }
     }
     if allowed.is_empty() {
-        Err(ApiError::RouteNotFound)
+        Err(RouteError::NotFound)
     } else {
-        Err(ApiError::MethodNotAllowed { allow: allowed.join(", ") })
+        Err(RouteError::MethodNotAllowed { allow: allowed.join(", ") })
     }
 }
 
@@ -108,10 +165,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn table_has_each_operation_once() {
-        for op in [Operation::GetTickets, Operation::UpdateTickets, Operation::PushLog] {
-            assert_eq!(ROUTES.iter().filter(|r| r.operation == op).count(), 1, "{op:?}");
+    fn the_compiled_table_routes_each_operation_once() {
+        let table = table().unwrap();
+        for op in Operation::ALL {
+            assert_eq!(table.routes().iter().filter(|r| r.operation == op).count(), 1, "{op:?}");
         }
+    }
+
+    #[test]
+    fn a_table_that_cannot_be_served_is_refused_with_the_reason() {
+        let route = |operation: &str| {
+            format!(
+                r#"{{"operation": "{operation}", "method": "GET", "path": "/v1/users/{{user_id}}/x", "function": "f", "auth": "jwt", "success": 200}}"#
+            )
+        };
+        let table = |routes: &[String]| format!(r#"{{"routes": [{}]}}"#, routes.join(","));
+        let complete = [route("get_tickets"), route("update_tickets"), route("push_log")];
+        assert!(RouteTable::parse(&table(&complete)).is_ok());
+
+        for malformed in ["", "{", "[]", r#"{"routes": {}}"#, table(&[complete[0].replace("jwt", "cookie")]).as_str()] {
+            let err = RouteTable::parse(malformed).unwrap_err();
+            assert!(matches!(err, RouteTableError::Malformed(_)), "{malformed}: {err:?}");
+            assert!(err.to_string().starts_with("functions/routes.json is not a route table: "), "{err}");
+        }
+        assert_eq!(
+            RouteTable::parse(r#"{"routes": []}"#).unwrap_err(),
+            RouteTableError::Operation { operation: Operation::GetTickets, count: 0 }
+        );
+        let twice = [complete[0].clone(), complete[1].clone(), complete[2].clone(), complete[2].clone()];
+        assert_eq!(RouteTable::parse(&table(&twice)).unwrap_err(), RouteTableError::Operation { operation: Operation::PushLog, count: 2 });
     }
 
     #[test]
@@ -127,12 +209,12 @@ mod tests {
     #[test]
     fn errors_are_specific() {
         assert!(
-            matches!(resolve("DELETE", "/v1/users/42/tickets", None, None), Err(ApiError::MethodNotAllowed { allow }) if allow == "GET, PUT")
+            matches!(resolve("DELETE", "/v1/users/42/tickets", None, None), Err(RouteError::MethodNotAllowed { allow }) if allow == "GET, PUT")
         );
-        assert!(matches!(resolve("GET", "/v1/users/42/other", None, None), Err(ApiError::RouteNotFound)));
+        assert!(matches!(resolve("GET", "/v1/users/42/other", None, None), Err(RouteError::NotFound)));
         for bad in ["0", "-1", "1.5", "abc", "99999999999999999999", "%7B%22%24gt%22%7D"] {
             let path = format!("/v1/users/{bad}/tickets");
-            assert!(matches!(resolve("GET", &path, None, None), Err(ApiError::InvalidUserId(_))), "{bad}");
+            assert!(matches!(resolve("GET", &path, None, None), Err(RouteError::InvalidUserId(_))), "{bad}");
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Start-up, once per execution environment: logging, configuration, the MongoDB URI (directly or from
-//! Secrets Manager) and one `mongodb::Client` reused by every invocation. The client connects lazily and
+//! Start-up, once per execution environment: logging, the route table, configuration, the MongoDB URI
+//! (directly or from Secrets Manager) and one `mongodb::Client` reused by every invocation. The client connects lazily and
 //! start-up never waits for the database: the first contact runs in the background (`readiness.rs`).
 
 use std::time::Duration;
@@ -9,10 +9,13 @@ use domain::mongodb::Client;
 use domain::{ConfigError, Settings, UriSource};
 
 use crate::metrics::Metrics;
+use crate::routes::{self, RouteTable, RouteTableError};
 use crate::AppState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    #[error(transparent)]
+    Routes(#[from] RouteTableError),
     #[error("configuration: {0}")]
     Config(#[from] ConfigError),
     #[error("reading the MongoDB URI from Secrets Manager: {0}")]
@@ -51,7 +54,14 @@ where
 
 /// Everything a function needs, from the environment.
 pub async fn init(function: &str) -> Result<AppState, StartupError> {
+    init_with(function, routes::table()).await
+}
+
+/// [`init`] with the route table the handlers resolve requests against (the compiled one in
+/// production). A table that cannot be served stops start-up first: every request would be a 404.
+async fn init_with(function: &str, routes: Result<&RouteTable, RouteTableError>) -> Result<AppState, StartupError> {
     init_tracing();
+    routes?;
     let settings = Settings::from_env()?;
     let uri = match &settings.uri {
         UriSource::Direct(uri) => uri.clone(),
@@ -141,6 +151,14 @@ mod tests {
             let err = parse_secret(bad).unwrap_err().to_string();
             assert!(!err.contains("mongodb://h"), "{err}");
         }
+    }
+
+    #[tokio::test]
+    async fn start_up_stops_on_a_route_table_that_cannot_be_served() {
+        let broken = RouteTable::parse(r#"{"routes": [}"#);
+        let err = init_with("get-tickets", broken.as_ref().map_err(Clone::clone)).await.unwrap_err();
+        assert!(matches!(err, StartupError::Routes(RouteTableError::Malformed(_))), "{err:?}");
+        assert!(err.to_string().starts_with("functions/routes.json is not a route table"), "{err}");
     }
 
     #[tokio::test]

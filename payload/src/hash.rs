@@ -4,17 +4,17 @@
 //! - legacy (Node service, no `payload_hash_alg`): SHA-256 over `JSON.stringify(payload)` — keys in stored
 //!   order, JavaScript number formatting, no whitespace.
 //!
-//! Both are lowercase hex. The text of either form comes from [`crate::json`], straight from raw BSON.
+//! Both are lowercase hex. The text of either form comes from [`crate::text`], straight from raw BSON.
 //!
 //! `verified` means exactly one thing: the payload text served is valid I-JSON (no repeated names, only
 //! values JSON holds exactly) and its SHA-256 is the stored hash. Anything else that carries a hash is a
 //! `mismatch` (the text could be computed and differs) or `unverifiable` (no exact text exists to hash).
 
-use mongodb::bson::RawDocument;
+use bson::RawDocument;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::json::{self, NotJson, TextForm};
+use crate::text::{self, TextError, TextForm};
 
 /// The `payload_hash_alg` value this service stores next to every hash it computes.
 pub const JCS_ALG: &str = "sha256-jcs";
@@ -74,17 +74,17 @@ impl HashForm {
 }
 
 /// Appends the payload's text in `form` to `out` and returns its SHA-256. On error `out` is unchanged.
-pub fn write_and_digest(payload: &RawDocument, form: HashForm, out: &mut Vec<u8>) -> Result<[u8; 32], NotJson> {
+pub fn write_and_digest(payload: &RawDocument, form: HashForm, out: &mut Vec<u8>) -> Result<[u8; 32], TextError> {
     let start = out.len();
-    json::write_document(payload, form.text_form(), out)?;
+    text::write_document(payload, form.text_form(), out)?;
     Ok(Sha256::digest(&out[start..]).into())
 }
 
 /// Lowercase hex SHA-256 of the payload in `form`, and the length of the text hashed.
-pub fn hash(payload: &RawDocument, form: HashForm) -> Result<(String, usize), NotJson> {
+pub fn hash(payload: &RawDocument, form: HashForm) -> Result<(String, usize), TextError> {
     let mut text = Vec::with_capacity(payload.as_bytes().len());
     let digest = write_and_digest(payload, form, &mut text)?;
-    Ok((hex(&digest), text.len()))
+    Ok((hex::encode(digest), text.len()))
 }
 
 /// Checks a payload against its stored hash in the declared form, appending the payload's text to `out`:
@@ -95,38 +95,22 @@ pub fn verify_into(
     stored_hash: Option<&str>,
     alg: Option<&str>,
     out: &mut Vec<u8>,
-) -> (Integrity, Result<(), NotJson>) {
+) -> (Integrity, Result<(), TextError>) {
     let Some(stored_hash) = stored_hash else {
-        return (Integrity::Unverified, json::write_document(payload, TextForm::Display, out));
+        return (Integrity::Unverified, text::write_document(payload, TextForm::Display, out));
     };
     if let Some(form) = HashForm::declared(alg) {
         if let Ok(digest) = write_and_digest(payload, form, out) {
             return (if hex_eq(stored_hash, &digest) { Integrity::Verified } else { Integrity::Mismatch }, Ok(()));
         }
     }
-    (Integrity::Unverifiable, json::write_document(payload, TextForm::Display, out))
-}
-
-/// Lowercase hex of a digest.
-pub fn hex(digest: &[u8; 32]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(64);
-    for byte in digest {
-        text.push(DIGITS[usize::from(byte >> 4)] as char);
-        text.push(DIGITS[usize::from(byte & 0xf)] as char);
-    }
-    text
+    (Integrity::Unverifiable, text::write_document(payload, TextForm::Display, out))
 }
 
 /// Whether `text` is the hex form of `digest`, in either case.
 fn hex_eq(text: &str, digest: &[u8; 32]) -> bool {
-    let digit = |c: u8| (c as char).to_digit(16);
-    text.len() == 64
-        && text
-            .as_bytes()
-            .chunks(2)
-            .zip(digest)
-            .all(|(pair, byte)| matches!((digit(pair[0]), digit(pair[1])), (Some(hi), Some(lo)) if hi * 16 + lo == u32::from(*byte)))
+    let mut decoded = [0_u8; 32];
+    hex::decode_to_slice(text, &mut decoded).is_ok() && decoded == *digest
 }
 
 /// Whether a stored hash is a SHA-256 in hex (either case): what reads print in lower case.
@@ -137,21 +121,21 @@ pub fn is_sha256_hex(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mongodb::bson::{doc, Document, RawDocumentBuf};
+    use bson::{doc, Document, RawDocumentBuf};
 
     fn raw(doc: &Document) -> RawDocumentBuf {
         RawDocumentBuf::from_document(doc).unwrap()
     }
 
     fn sha(bytes: &[u8]) -> String {
-        hex(&Sha256::digest(bytes).into())
+        hex::encode(Sha256::digest(bytes))
     }
 
     #[test]
     fn legacy_form_matches_the_hash_the_node_service_stored() {
         let payload = doc! {
             "pass_uuid": "uuid-1", "fare": { "amount": 2.75, "currency": "USD" }, "rides": 1_i32, "valid": true,
-            "activation": { "start": 1_732_400_000_001_i64, "end": mongodb::bson::Bson::Null }, "tags": ["a", "b"],
+            "activation": { "start": 1_732_400_000_001_i64, "end": bson::Bson::Null }, "tags": ["a", "b"],
         };
         // The hash the Node service stored for this payload (shared fixture, uuid-1).
         let (hash, _) = hash(&raw(&payload), HashForm::Legacy).unwrap();
@@ -166,7 +150,7 @@ mod tests {
             "\u{20ac}": "euro", "\r": "cr", "\u{1f600}": { "nested": { "deeper": [1, { "k": "v" }] } }, "esc": "a\"b\\c\n\u{1}",
         });
         let reference = serde_json_canonicalizer::to_vec(&json).unwrap();
-        let (hash, len) = hash(&raw(&mongodb::bson::to_document(&json).unwrap()), HashForm::Jcs).unwrap();
+        let (hash, len) = hash(&raw(&bson::to_document(&json).unwrap()), HashForm::Jcs).unwrap();
         assert_eq!((hash, len), (sha(&reference), reference.len()));
     }
 
@@ -194,7 +178,7 @@ mod tests {
         assert_eq!(verify_into(&tampered, Some(&legacy), None, &mut out), (Integrity::Mismatch, Ok(())));
 
         // A pass whose payload has no exact text in its form is unverifiable in both forms, shown as stored.
-        let dated = raw(&doc! { "at": mongodb::bson::DateTime::from_millis(0) });
+        let dated = raw(&doc! { "at": bson::DateTime::from_millis(0) });
         for alg in [Some(JCS_ALG), None] {
             let mut out = Vec::new();
             assert_eq!(verify_into(&dated, Some(&jcs), alg, &mut out), (Integrity::Unverifiable, Ok(())));

@@ -1,27 +1,21 @@
-//! Criterion: each step of the update and read paths over the benchmark user's 40 payloads, in process and
-//! without a database, so `bench/profile.md` can say where the handler-only time goes and what its floor is.
+//! Criterion: the request steps of the update and read paths that live in `domain` (parsing a PUT body,
+//! validating its passes, rendering a read) over the benchmark user's 40 passes, in process and without a
+//! database. The payload steps inside them are timed alone in `payload/benches/payload_steps.rs`.
 
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use domain::convert::convert_payload;
-use domain::hashing::{self, HashForm};
 use domain::input::{validate_passes, PassUpdate};
-use domain::json::{self, TextForm};
-use domain::mongodb::bson::{rawdoc, RawArrayBuf, RawDocumentBuf};
+use domain::mongodb::bson::{rawdoc, RawArrayBuf};
 use domain::read::{self, Freshness};
-use domain::verified::{ConvertedPayloads, VerifiedPayloads};
 use domain::{Limits, Millis, PassKind, Selection, UserId};
 use integration_tests::bench_support::twenty_passes;
-use sha2::{Digest, Sha256};
+use payload::{ConvertedPayloads, VerifiedPayloads};
 
 fn steps(c: &mut Criterion) {
     let body = serde_json::to_vec(&twenty_passes(None)).expect("body");
     let update: PassUpdate = serde_json::from_slice(&body).expect("valid body");
     let limits = Limits::default();
-    let payloads: Vec<_> = PassKind::ALL.iter().flat_map(|&kind| update.passes(kind).into_iter().flatten()).map(|p| &p.payload).collect();
-    let converted: Vec<RawDocumentBuf> =
-        payloads.iter().map(|p| convert_payload(p, &"payload", &limits).expect("valid payload").bson).collect();
     let nothing_remembered = ConvertedPayloads::new(0);
 
     // The stored document a read gets back: timestamp and both arrays, as an update writes them.
@@ -42,29 +36,8 @@ fn steps(c: &mut Criterion) {
     };
     let remembered = VerifiedPayloads::new(4 << 20);
 
-    let mut group = c.benchmark_group("payload_steps_40");
+    let mut group = c.benchmark_group("request_steps_40");
     group.bench_function("parse_put_body", |b| b.iter(|| serde_json::from_slice::<PassUpdate>(&body).expect("valid body")));
-    // JSON → BSON and the canonical text's SHA-256, one parse per payload (what an update does per pass).
-    group.bench_function("convert_and_hash", |b| {
-        b.iter(|| payloads.iter().map(|p| convert_payload(p, &"payload", &limits).expect("valid payload")).collect::<Vec<_>>())
-    });
-    let mut text = Vec::with_capacity(128 << 10);
-    group.bench_function("stored_order_text", |b| {
-        b.iter(|| {
-            text.clear();
-            converted.iter().try_for_each(|doc| json::write_document(doc, TextForm::JsonStringify, &mut text)).expect("printable")
-        })
-    });
-    group.bench_function("canonical_text", |b| {
-        b.iter(|| {
-            text.clear();
-            converted.iter().try_for_each(|doc| json::write_document(doc, TextForm::Canonical, &mut text)).expect("printable")
-        })
-    });
-    group.bench_function("sha256_of_canonical_texts", |b| b.iter(|| Sha256::digest(&text)));
-    group.bench_function("canonical_hashes", |b| {
-        b.iter(|| converted.iter().map(|doc| hashing::hash(doc, HashForm::Jcs).expect("hashable")).collect::<Vec<_>>())
-    });
     group.bench_function("validate_passes", |b| {
         b.iter(|| {
             PassKind::ALL

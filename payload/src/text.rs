@@ -7,7 +7,7 @@
 //!
 //! Anyone with write access to the collection can store BSON that no JSON text stands for exactly: repeated
 //! member names, integers beyond ±2^53, NaN, dates, nesting thousands of levels deep. The two hash forms
-//! refuse such values ([`NotJson`]), so a hash is only ever compared over text that means one thing to
+//! refuse such values ([`TextError`]), so a hash is only ever compared over text that means one thing to
 //! every JSON parser; [`TextForm::Display`] still shows them to clients, once per name and within
 //! [`MAX_DEPTH`]. Every walk is depth-bounded, so no stored document can exhaust the stack.
 //!
@@ -17,9 +17,11 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
-use mongodb::bson::{Bson, RawBsonRef, RawDocument};
+use bson::spec::ElementType;
+use bson::{Bson, RawBsonRef, RawDocument};
 
-use crate::bson_walk::{Doc, Value};
+use crate::js_date;
+use crate::reader::{CorruptBson, Doc, Value};
 
 /// Nesting levels a printed value may have (objects and arrays): MongoDB's own limit for stored
 /// documents. Deeper values exist only where an engine accepts more (DocumentDB does); they are not printed.
@@ -40,55 +42,34 @@ pub enum TextForm {
     Display,
 }
 
-/// Why a stored value cannot be printed in the requested form.
+/// Why a stored value has no text in the requested form.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NotJson {
-    #[error("invalid BSON: {0}")]
-    Corrupt(String),
+pub enum TextError {
+    #[error(transparent)]
+    Corrupt(#[from] CorruptBson),
     #[error("a {0} has no exact JSON form")]
-    Type(&'static str),
+    NoExactForm(&'static str),
     #[error("member {0:?} appears twice")]
-    DuplicateKey(String),
+    RepeatedName(String),
     #[error("nested deeper than {MAX_DEPTH} levels")]
     TooDeep,
 }
 
-impl NotJson {
-    pub(crate) fn corrupt(error: impl std::fmt::Display) -> NotJson {
-        NotJson::Corrupt(error.to_string())
-    }
-}
-
 /// Appends the JSON text of `doc` to `out`. On error `out` is left as it was.
-pub fn write_document(doc: &RawDocument, form: TextForm, out: &mut Vec<u8>) -> Result<(), NotJson> {
+pub fn write_document(doc: &RawDocument, form: TextForm, out: &mut Vec<u8>) -> Result<(), TextError> {
     let start = out.len();
-    let written = Doc::new(doc.as_bytes()).and_then(|doc| Writer::new(form, out).object(doc));
+    let written = Writer::new(form, out).object(Doc::from(doc));
     restore_on_error(written, out, start)
 }
 
-/// Appends the JSON text of any stored value (see [`write_document`]).
-pub fn write_value(value: RawBsonRef<'_>, form: TextForm, out: &mut Vec<u8>) -> Result<(), NotJson> {
-    let start = out.len();
-    let written = match value {
-        RawBsonRef::Document(doc) => Doc::new(doc.as_bytes()).and_then(|doc| Writer::new(form, out).object(doc)),
-        RawBsonRef::Array(items) => Doc::new(items.as_bytes()).and_then(|items| Writer::new(form, out).array(items)),
-        RawBsonRef::String(s) => {
-            write_str(s, out);
-            Ok(())
-        }
-        other => Writer::new(form, out).scalar(other),
-    };
-    restore_on_error(written, out, start)
-}
-
-/// Appends the JSON text of a value read by the framing-only reader (see [`write_document`]).
-pub(crate) fn write_walked(value: Value<'_>, form: TextForm, out: &mut Vec<u8>) -> Result<(), NotJson> {
+/// Appends the JSON text of a value the reader returned (see [`write_document`]).
+pub fn write_value(value: Value<'_>, form: TextForm, out: &mut Vec<u8>) -> Result<(), TextError> {
     let start = out.len();
     let written = Writer::new(form, out).value(value);
     restore_on_error(written, out, start)
 }
 
-fn restore_on_error(written: Result<(), NotJson>, out: &mut Vec<u8>, start: usize) -> Result<(), NotJson> {
+fn restore_on_error(written: Result<(), TextError>, out: &mut Vec<u8>, start: usize) -> Result<(), TextError> {
     if written.is_err() {
         out.truncate(start);
     }
@@ -105,7 +86,7 @@ pub fn write_str(value: &str, out: &mut Vec<u8>) {
 }
 
 /// A stored string's bytes as a JSON string: plain ASCII as is, anything else checked as UTF-8 and escaped.
-fn write_stored_str(bytes: &[u8], out: &mut Vec<u8>) -> Result<(), NotJson> {
+fn write_stored_str(bytes: &[u8], out: &mut Vec<u8>) -> Result<(), TextError> {
     if needs_escaping(bytes) {
         escaped(text(bytes)?, out);
     } else {
@@ -181,8 +162,8 @@ fn quoted(bytes: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Text from stored bytes, checked as UTF-8.
-fn text(bytes: &[u8]) -> Result<&str, NotJson> {
-    std::str::from_utf8(bytes).map_err(NotJson::corrupt)
+fn text(bytes: &[u8]) -> Result<&str, CorruptBson> {
+    std::str::from_utf8(bytes).map_err(CorruptBson::new)
 }
 
 /// A stored member name: plain printable ASCII (written between quotes as is), or text that needs
@@ -194,7 +175,7 @@ struct Name<'d> {
 }
 
 impl<'d> Name<'d> {
-    fn new(bytes: &'d [u8]) -> Result<Name<'d>, NotJson> {
+    fn new(bytes: &'d [u8]) -> Result<Name<'d>, CorruptBson> {
         let plain = !needs_escaping(bytes);
         if !plain {
             text(bytes)?;
@@ -202,7 +183,7 @@ impl<'d> Name<'d> {
         Ok(Name { bytes, plain })
     }
 
-    fn write(self, out: &mut Vec<u8>) -> Result<(), NotJson> {
+    fn write(self, out: &mut Vec<u8>) -> Result<(), CorruptBson> {
         if self.plain {
             quoted(self.bytes, out);
         } else {
@@ -237,15 +218,15 @@ impl<'o, 'd> Writer<'o, 'd> {
         self.form != TextForm::Display
     }
 
-    fn enter(&mut self) -> Result<(), NotJson> {
+    fn enter(&mut self) -> Result<(), TextError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(NotJson::TooDeep);
+            return Err(TextError::TooDeep);
         }
         Ok(())
     }
 
-    fn object(&mut self, doc: Doc<'d>) -> Result<(), NotJson> {
+    fn object(&mut self, doc: Doc<'d>) -> Result<(), TextError> {
         self.enter()?;
         self.out.push(b'{');
         match self.form {
@@ -259,7 +240,7 @@ impl<'o, 'd> Writer<'o, 'd> {
     }
 
     /// Members as stored, each name at most once.
-    fn stored_order_members(&mut self, doc: Doc<'d>) -> Result<(), NotJson> {
+    fn stored_order_members(&mut self, doc: Doc<'d>) -> Result<(), TextError> {
         let start = self.names.len();
         for element in doc.elements() {
             let (key, value) = element?;
@@ -270,14 +251,14 @@ impl<'o, 'd> Writer<'o, 'd> {
             self.member(Name::new(key)?, value)?;
         }
         if let Some(name) = repeated_name(&mut self.names[start..]) {
-            return Err(NotJson::DuplicateKey(String::from_utf8_lossy(name).into_owned()));
+            return Err(TextError::RepeatedName(String::from_utf8_lossy(name).into_owned()));
         }
         self.names.truncate(start);
         Ok(())
     }
 
     /// Members sorted by RFC 8785's order; a repeated name has no canonical form.
-    fn canonical_members(&mut self, doc: Doc<'d>) -> Result<(), NotJson> {
+    fn canonical_members(&mut self, doc: Doc<'d>) -> Result<(), TextError> {
         let start = self.members.len();
         for element in doc.elements() {
             let (key, value) = element?;
@@ -288,7 +269,7 @@ impl<'o, 'd> Writer<'o, 'd> {
             let (key, value) = self.members[i];
             if i > start {
                 if self.members[i - 1].0.bytes == key.bytes {
-                    return Err(NotJson::DuplicateKey(String::from_utf8_lossy(key.bytes).into_owned()));
+                    return Err(TextError::RepeatedName(String::from_utf8_lossy(key.bytes).into_owned()));
                 }
                 self.out.push(b',');
             }
@@ -299,7 +280,7 @@ impl<'o, 'd> Writer<'o, 'd> {
     }
 
     /// Members as stored, `undefined` left out as `JSON.stringify` does, a repeated name once.
-    fn display_members(&mut self, doc: Doc<'d>) -> Result<(), NotJson> {
+    fn display_members(&mut self, doc: Doc<'d>) -> Result<(), TextError> {
         let start = self.members.len();
         for element in doc.elements() {
             let (key, value) = element?;
@@ -324,13 +305,13 @@ impl<'o, 'd> Writer<'o, 'd> {
         Ok(())
     }
 
-    fn member(&mut self, key: Name<'d>, value: Value<'d>) -> Result<(), NotJson> {
+    fn member(&mut self, key: Name<'d>, value: Value<'d>) -> Result<(), TextError> {
         key.write(self.out)?;
         self.out.push(b':');
         self.value(value)
     }
 
-    fn array(&mut self, items: Doc<'d>) -> Result<(), NotJson> {
+    fn array(&mut self, items: Doc<'d>) -> Result<(), TextError> {
         self.enter()?;
         self.out.push(b'[');
         for (i, item) in items.elements().enumerate() {
@@ -344,7 +325,7 @@ impl<'o, 'd> Writer<'o, 'd> {
         Ok(())
     }
 
-    fn value(&mut self, value: Value<'d>) -> Result<(), NotJson> {
+    fn value(&mut self, value: Value<'d>) -> Result<(), TextError> {
         match value {
             Value::Document(doc) => self.object(doc),
             Value::Array(items) => self.array(items),
@@ -356,39 +337,41 @@ impl<'o, 'd> Writer<'o, 'd> {
             Value::Int64(v) => self.scalar(RawBsonRef::Int64(v)),
             Value::Double(v) => self.scalar(RawBsonRef::Double(v)),
             // Code with scope holds a document: printed by this writer, within its depth bound.
-            Value::Other(0x0F, bytes) if !self.exact() => self.code_with_scope(bytes),
-            Value::Other(kind, bytes) => self.scalar(Value::decode_other(kind, bytes)?.as_raw_bson_ref()),
+            Value::Other(ElementType::JavaScriptCodeWithScope, bytes) if !self.exact() => self.code_with_scope(bytes),
+            Value::Other(element_type, bytes) => self.scalar(Value::decode_other(element_type, bytes)?.as_raw_bson_ref()),
         }
     }
 
     /// Values other than documents, arrays and strings, as the `bson` crate reads them.
-    fn scalar(&mut self, value: RawBsonRef<'_>) -> Result<(), NotJson> {
+    fn scalar(&mut self, value: RawBsonRef<'_>) -> Result<(), TextError> {
         let exact = self.exact();
         let out = &mut *self.out;
         match value {
             RawBsonRef::Document(_) | RawBsonRef::Array(_) | RawBsonRef::String(_) => {
-                return Err(NotJson::Corrupt("a nested value outside the walk".into()));
+                return Err(CorruptBson::new("a nested value outside the walk").into());
             }
             RawBsonRef::Boolean(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
             RawBsonRef::Null => out.extend_from_slice(b"null"),
             RawBsonRef::Int32(v) => write_i64(v.into(), out),
-            RawBsonRef::Int64(v) if exact && v.unsigned_abs() > EXACT_INTEGER_LIMIT => return Err(NotJson::Type("integer beyond ±2^53")),
+            RawBsonRef::Int64(v) if exact && v.unsigned_abs() > EXACT_INTEGER_LIMIT => {
+                return Err(TextError::NoExactForm("integer beyond ±2^53"))
+            }
             RawBsonRef::Int64(v) => write_i64(v, out),
-            RawBsonRef::Double(v) if exact && !v.is_finite() => return Err(NotJson::Type("non-finite number")),
+            RawBsonRef::Double(v) if exact && !v.is_finite() => return Err(TextError::NoExactForm("non-finite number")),
             RawBsonRef::Double(v) => write_f64(v, out),
-            _ if exact => return Err(NotJson::Type(type_name(value))),
+            _ if exact => return Err(TextError::NoExactForm(type_name(value))),
             // In arrays `undefined` prints as null (objects leave it out before it gets here).
             RawBsonRef::Undefined => out.extend_from_slice(b"null"),
             RawBsonRef::Symbol(s) => write_str(s, out),
             // Date.prototype.toJSON and ObjectId.prototype.toJSON both print a string.
             RawBsonRef::DateTime(at) => match at.try_to_rfc3339_string() {
-                Ok(_) => write_str(&crate::clock::format_rfc3339_millis(at), out),
+                Ok(_) => write_str(&js_date::to_iso_string(at), out),
                 Err(_) => out.extend_from_slice(b"null"),
             },
             RawBsonRef::ObjectId(oid) => write_str(&oid.to_hex(), out),
             // Other BSON types never come from JSON and hold no document; js-bson prints their extended JSON.
             other => {
-                let value = Bson::try_from(other.to_raw_bson()).map_err(NotJson::corrupt)?.into_relaxed_extjson();
+                let value = Bson::try_from(other.to_raw_bson()).map_err(CorruptBson::new)?.into_relaxed_extjson();
                 let _ = serde_json::to_writer(&mut *out, &value);
             }
         }
@@ -396,8 +379,8 @@ impl<'o, 'd> Writer<'o, 'd> {
     }
 
     /// `{"$code": …, "$scope": …}`, extended JSON's form, from the value's bytes: total length, code, scope.
-    fn code_with_scope(&mut self, bytes: &'d [u8]) -> Result<(), NotJson> {
-        let corrupt = || NotJson::Corrupt("malformed code with scope".into());
+    fn code_with_scope(&mut self, bytes: &'d [u8]) -> Result<(), TextError> {
+        let corrupt = || CorruptBson::new("malformed code with scope");
         let code_len = bytes.get(4..8).and_then(|b| <[u8; 4]>::try_from(b).ok()).map(i32::from_le_bytes).ok_or_else(corrupt)?;
         let code_end = usize::try_from(code_len).ok().and_then(|len| len.checked_add(8)).ok_or_else(corrupt)?;
         let code = bytes.get(8..code_end).and_then(|b| b.split_last()).filter(|(nul, _)| **nul == 0).ok_or_else(corrupt)?.1;
@@ -423,7 +406,7 @@ fn repeated_name<'d>(names: &mut [&'d [u8]]) -> Option<&'d [u8]> {
 
 /// Collapses repeated names the way a JavaScript object holds them: the first occurrence keeps its
 /// position and takes the last occurrence's value. Returns which members remain.
-pub(crate) fn last_value_at_first_position<T: Copy, K: Eq + std::hash::Hash + Copy>(members: &mut [T], key: impl Fn(&T) -> K) -> Vec<bool> {
+pub fn last_value_at_first_position<T: Copy, K: Eq + std::hash::Hash + Copy>(members: &mut [T], key: impl Fn(&T) -> K) -> Vec<bool> {
     let mut kept = vec![true; members.len()];
     if members.len() < 2 {
         return kept;
@@ -456,7 +439,7 @@ pub(crate) fn member_order(a: &[u8], b: &[u8], either_ascii: bool) -> Ordering {
     }
 }
 
-pub(crate) fn type_name(value: RawBsonRef<'_>) -> &'static str {
+fn type_name(value: RawBsonRef<'_>) -> &'static str {
     match value {
         RawBsonRef::Undefined => "undefined",
         RawBsonRef::DateTime(_) => "date",
@@ -474,9 +457,9 @@ pub(crate) fn type_name(value: RawBsonRef<'_>) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mongodb::bson::{doc, oid::ObjectId, DateTime, RawDocumentBuf};
+    use bson::{doc, oid::ObjectId, DateTime, RawDocumentBuf};
 
-    fn text(doc: &mongodb::bson::Document, form: TextForm) -> Result<String, NotJson> {
+    fn text(doc: &bson::Document, form: TextForm) -> Result<String, TextError> {
         let raw = RawDocumentBuf::from_document(doc).unwrap();
         let mut out = Vec::new();
         write_document(&raw, form, &mut out)?;
@@ -517,7 +500,7 @@ mod tests {
         let payload = doc! { "a": Bson::Undefined, "b": [Bson::Undefined, 1_i32] };
         assert_eq!(text(&payload, TextForm::Display).unwrap(), r#"{"b":[null,1]}"#);
         for form in [TextForm::JsonStringify, TextForm::Canonical] {
-            assert_eq!(text(&payload, form), Err(NotJson::Type("undefined")));
+            assert_eq!(text(&payload, form), Err(TextError::NoExactForm("undefined")));
         }
     }
 
@@ -528,10 +511,10 @@ mod tests {
         let payload = doc! { "at": at, "id": oid };
         assert_eq!(text(&payload, TextForm::Display).unwrap(), r#"{"at":"2024-11-23T22:13:20.001Z","id":"65a1b2c3d4e5f60718293a4b"}"#);
         for form in [TextForm::JsonStringify, TextForm::Canonical] {
-            assert_eq!(text(&payload, form), Err(NotJson::Type("date")));
-            assert_eq!(text(&doc! { "n": f64::INFINITY }, form), Err(NotJson::Type("non-finite number")));
-            assert_eq!(text(&doc! { "n": f64::NAN }, form), Err(NotJson::Type("non-finite number")));
-            assert_eq!(text(&doc! { "n": 9_007_199_254_740_993_i64 }, form), Err(NotJson::Type("integer beyond ±2^53")));
+            assert_eq!(text(&payload, form), Err(TextError::NoExactForm("date")));
+            assert_eq!(text(&doc! { "n": f64::INFINITY }, form), Err(TextError::NoExactForm("non-finite number")));
+            assert_eq!(text(&doc! { "n": f64::NAN }, form), Err(TextError::NoExactForm("non-finite number")));
+            assert_eq!(text(&doc! { "n": 9_007_199_254_740_993_i64 }, form), Err(TextError::NoExactForm("integer beyond ±2^53")));
             assert_eq!(text(&doc! { "n": -9_007_199_254_740_992_i64 }, form).unwrap(), r#"{"n":-9007199254740992}"#);
         }
     }
@@ -551,7 +534,7 @@ mod tests {
         .unwrap();
         let expected = serde_json_canonicalizer::to_string(&input).unwrap();
         assert!(expected.contains(r#""numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27]"#), "{expected}");
-        let stored = mongodb::bson::to_document(&input).unwrap();
+        let stored = bson::to_document(&input).unwrap();
         assert_eq!(text(&stored, TextForm::Canonical).unwrap(), expected);
     }
 
@@ -578,8 +561,8 @@ mod tests {
         raw.append("a", 1_i32);
         raw.append("a", 2_i32);
         let mut out = Vec::new();
-        assert_eq!(write_document(&raw, TextForm::Canonical, &mut out), Err(NotJson::DuplicateKey("a".into())));
-        assert_eq!(write_document(&raw, TextForm::JsonStringify, &mut out), Err(NotJson::DuplicateKey("a".into())));
+        assert_eq!(write_document(&raw, TextForm::Canonical, &mut out), Err(TextError::RepeatedName("a".into())));
+        assert_eq!(write_document(&raw, TextForm::JsonStringify, &mut out), Err(TextError::RepeatedName("a".into())));
         assert!(out.is_empty(), "a failed write leaves nothing behind");
     }
 
@@ -603,7 +586,7 @@ mod tests {
             wide.append(format!("k{}", i % 30), i);
         }
         let mut out = Vec::new();
-        assert!(matches!(write_document(&wide, TextForm::JsonStringify, &mut out), Err(NotJson::DuplicateKey(_))));
+        assert!(matches!(write_document(&wide, TextForm::JsonStringify, &mut out), Err(TextError::RepeatedName(_))));
         write_document(&wide, TextForm::Display, &mut out).unwrap();
         let shown: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&out).unwrap();
         assert_eq!((shown.len(), shown["k0"].as_i64(), shown["k29"].as_i64()), (30, Some(30), Some(29)));
@@ -627,7 +610,7 @@ mod tests {
             assert_eq!(write_document(&nested(MAX_DEPTH), form, &mut out), Ok(()));
             for levels in [MAX_DEPTH + 1, 10_000] {
                 let mut out = Vec::new();
-                assert_eq!(write_document(&nested(levels), form, &mut out), Err(NotJson::TooDeep), "{levels} levels");
+                assert_eq!(write_document(&nested(levels), form, &mut out), Err(TextError::TooDeep), "{levels} levels");
             }
         }
     }
