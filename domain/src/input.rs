@@ -18,7 +18,7 @@ use payload::{convert_payload, ConvertError, ConvertedPayloads, JCS_ALG, MAX_SAF
 
 use crate::config::Limits;
 use crate::error::ValidationError;
-use crate::schema::{reserved, JsNumber, Millis, PassKind};
+use crate::schema::{reserved, JsNumber, Millis, PassKind, UserId};
 
 /// A client timestamp: integral milliseconds since the epoch, positive, within JavaScript's safe range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +131,25 @@ impl PassUpdate {
             PassKind::Passes => self.passes.as_ref(),
             PassKind::Passes4 => self.passes4.as_ref(),
         }
+    }
+}
+
+/// One user's entry of a bulk `PUT /v1/tickets`: the user and a single `PUT`'s body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkEntry {
+    pub user_id: UserId,
+    #[serde(default)]
+    pub timestamp: Option<ClientMillis>,
+    #[serde(default)]
+    pub passes: Option<Vec<PassInput>>,
+    #[serde(default)]
+    pub passes4: Option<Vec<PassInput>>,
+}
+
+impl BulkEntry {
+    pub fn into_update(self) -> (UserId, PassUpdate) {
+        (self.user_id, PassUpdate { timestamp: self.timestamp, passes: self.passes, passes4: self.passes4 })
     }
 }
 

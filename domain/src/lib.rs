@@ -11,11 +11,11 @@ pub mod read;
 pub mod retry;
 pub mod schema;
 
-pub use cache::{ErrorQuery, ErrorReport, PushOutcome, ReplaceOutcome, SweepReport, TicketCache};
+pub use cache::{ErrorQuery, ErrorReport, PushOutcome, ReplaceOutcome, SweepReport, TicketCache, MAX_BULK_USERS};
 pub use config::{AccessConfig, CacheConfig, ConfigError, Limits, Settings, UriSource, WriterIndexPolicy};
 pub use error::{CacheError, ValidationError};
 pub use indexes::IndexError;
-pub use input::{LogEntryInput, PassInput, PassUpdate};
+pub use input::{BulkEntry, LogEntryInput, PassInput, PassUpdate};
 pub use payload::Integrity;
 pub use read::{CachedTickets, CheckedPass};
 pub use schema::{JsNumber, Millis, PassKind, Selection, UserId};

@@ -127,6 +127,16 @@ impl UserId {
     }
 }
 
+/// A user id in a request body: a JSON integer in `1..=2^53-1`.
+impl<'de> Deserialize<'de> for UserId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match JsNumber::deserialize(deserializer)? {
+            JsNumber::Int(v) => UserId::new(v).ok_or_else(|| de::Error::custom("user_id must be a positive integer up to 2^53-1")),
+            JsNumber::Float(_) => Err(de::Error::custom("user_id must be an integer")),
+        }
+    }
+}
+
 impl fmt::Display for UserId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

@@ -22,7 +22,7 @@ def test_the_template_is_wired_as_the_code_expects():
 
 
 def test_the_expectations_come_from_the_code():
-    assert len(wiring.routes()) == 3
+    assert len(wiring.routes()) == 5
     assert {"MONGODB_URI_SECRET_ARN", "CACHE_TTL_SECONDS", "LOG_CAP", "AUTH_MODE"} <= wiring.env_vars()
 
 

@@ -467,7 +467,13 @@ impl HttpEvent {
         let route = routes.iter().find(|r| r.method == self.method && template_matches(&r.path, &self.path));
         let mut headers: Map<String, Value> = self.headers.iter().map(|(k, v)| (k.to_lowercase(), json!(v))).collect();
         headers.entry("content-type").or_insert(json!("application/json"));
-        let raw_query = self.query.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
+        // Percent-encoded, as a client sends it; the parameters map holds the decoded values.
+        let encode = |text: &str| {
+            text.bytes()
+                .map(|b| if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+                .collect::<String>()
+        };
+        let raw_query = self.query.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&");
         let query: Map<String, Value> = self.query.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
         let mut context = json!({
             "accountId": "123456789012", "apiId": "api", "domainName": "api.example.com", "domainPrefix": "api",
@@ -485,7 +491,7 @@ impl HttpEvent {
             let key = format!("{} {}", route.method, route.path);
             event["routeKey"] = json!(key);
             context["routeKey"] = json!(key);
-            if let Some(user) = self.path.trim_matches('/').split('/').nth(2) {
+            if let (true, Some(user)) = (route.path.contains("{user_id}"), self.path.trim_matches('/').split('/').nth(2)) {
                 event["pathParameters"] = json!({ "user_id": user });
             }
         }

@@ -323,3 +323,156 @@ async fn base64_bodies_are_decoded() {
     .await;
     assert_eq!(reply.status, 201, "{}", reply.body);
 }
+
+fn admin() -> Auth {
+    Auth::Jwt(json!({ "sub": "ops", "scope": "tickets/admin" }))
+}
+
+async fn bulk(state: &AppState, auth: Auth, body: serde_json::Value) -> integration_tests::Reply {
+    call(state, Operation::UpdateTickets, HttpEvent::new("PUT", "/v1/tickets").auth(auth).json(&body)).await
+}
+
+#[tokio::test]
+async fn bulk_put_writes_every_entry_in_one_update_and_answers_each_in_request_order() {
+    let (db, state) = setup("hbulk").await;
+    let ts = now_ms() - 60_000;
+    // A first write brings the environment's index check behind it.
+    assert_eq!(put(&state, "/v1/users/100/tickets", json!({ "timestamp": ts, "passes": [pass("z")] })).await.status, 200);
+    let legacy = fixture("legacy_sample.ejson").remove(1); // user 3000000002: vendor_ref, Mongoose _ids, __v
+    db.insert_raw(std::slice::from_ref(&legacy)).await;
+    db.commands.clear();
+
+    let users = [101, 102, 103, 3_000_000_002_i64];
+    let entries: Vec<_> =
+        users.iter().map(|u| json!({ "user_id": u, "timestamp": ts, "passes": [pass("uuid-4")], "passes4": [] })).collect();
+    let reply = bulk(&state, Auth::Iam, json!({ "users": entries })).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(db.commands.names(), ["update"], "every entry in one round trip");
+    let results = reply.body["results"].as_array().unwrap();
+    assert_eq!(
+        results.iter().map(|r| (r["user_id"].as_i64().unwrap(), r["status"].as_u64().unwrap())).collect::<Vec<_>>(),
+        users.iter().map(|u| (*u, 200)).collect::<Vec<_>>()
+    );
+    assert_eq!(reply.body["counts"], json!({ "200": 4 }));
+    for user in users {
+        assert_eq!(db.raw(user).await.unwrap().get_i64("timestamp").unwrap(), ts, "user {user}");
+    }
+    let merged = db.raw(3_000_000_002).await.unwrap();
+    let stored_pass = merged.get_array("passes").unwrap()[0].as_document().unwrap().clone();
+    let legacy_pass = legacy.get_array("passes").unwrap()[0].as_document().unwrap().clone();
+    assert_eq!(stored_pass.get("_id"), legacy_pass.get("_id"), "a stored pass's Mongoose _id survives, as in a single PUT");
+    assert_eq!(merged.get("region"), legacy.get("region"));
+
+    // Stale, invalid and unreadable entries are answered for themselves; the others are written.
+    db.commands.clear();
+    let reply = bulk(
+        &state,
+        Auth::Iam,
+        json!({ "users": [
+        { "user_id": 101, "timestamp": ts + 1, "passes": [pass("b")] },
+        { "user_id": 102, "timestamp": ts - 1, "passes": [pass("old")] },
+        { "user_id": 103, "timestamp": ts + 1, "passes": [pass("dup"), pass("dup")] },
+        { "user_id": 104, "passes": "not passes" },
+        { "user_id": 105, "timestamp": ts + 1, "passes4": [pass("c")] },
+    ] }),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let results = reply.body["results"].as_array().unwrap();
+    let statuses: Vec<_> = results.iter().map(|r| (r["user_id"].as_i64().unwrap(), r["status"].as_u64().unwrap())).collect();
+    assert_eq!(statuses, [(101, 200), (102, 409), (103, 422), (104, 422), (105, 200)]);
+    assert_eq!(results[1]["stored_timestamp"], ts);
+    assert_eq!(results[1]["error"]["code"], "stale_write");
+    assert!(results[3]["error"]["message"].as_str().unwrap().starts_with("users[3].passes"), "{}", results[3]);
+    assert_eq!(reply.body["counts"], json!({ "200": 2, "409": 1, "422": 2 }));
+    assert_eq!(db.commands.names(), ["update", "find"], "the stored timestamps are read once, for the entries that changed nothing");
+    assert_eq!(db.raw(101).await.unwrap().get_i64("timestamp").unwrap(), ts + 1);
+    assert_eq!(db.raw(102).await.unwrap().get_i64("timestamp").unwrap(), ts, "the stale entry changed nothing");
+    assert!(db.raw(104).await.is_none());
+    assert_eq!(state.metrics.total(Metric::StaleWriteRejected), 1.0);
+}
+
+#[tokio::test]
+async fn bulk_put_refuses_whole_bodies_that_break_its_limits_and_writes_nothing() {
+    let (db, state) = setup("hbulkbad").await;
+    let entry = |user: i64| json!({ "user_id": user, "passes": [pass("a")] });
+    let many: Vec<_> = (1..=101).map(entry).collect();
+    for (body, what) in [
+        (json!({ "users": many }), "101 entries"),
+        (json!({ "users": [] }), "no entries"),
+        (json!({ "users": [entry(5), entry(6), entry(5)] }), "a user twice"),
+        (json!({ "users": [entry(5)], "dry_run": true }), "an unknown field"),
+        (json!({ "users": { "user_id": 5 } }), "users not an array"),
+    ] {
+        let reply = bulk(&state, Auth::Iam, body).await;
+        assert_eq!(reply.status, 400, "{what}: {}", reply.body);
+    }
+    // Who may write: IAM or the write scope, never a reader, never anonymous.
+    let reply = bulk(&state, Auth::user(5), json!({ "users": [entry(5)] })).await;
+    assert_eq!((reply.status, reply.error_code()), (403, Some("forbidden")));
+    let reply = bulk(&state, Auth::None, json!({ "users": [entry(5)] })).await;
+    assert_eq!(reply.status, 401);
+    // Over Lambda's 6 MB: 413 before any parsing.
+    let huge = format!("{{\"users\": [], \"pad\": \"{}\"}}", "x".repeat(lambda_adapter::handlers::MAX_BULK_BODY_BYTES));
+    let reply = call(&state, Operation::UpdateTickets, HttpEvent::new("PUT", "/v1/tickets").auth(Auth::Iam).body(huge)).await;
+    assert_eq!((reply.status, reply.error_code()), (413, Some("body_too_large")));
+    for user in [5, 6] {
+        assert!(db.raw(user).await.is_none(), "nothing was written for {user}");
+    }
+    // Served by update-tickets only: get-tickets answers 405.
+    let reply =
+        call(&state, Operation::GetTickets, HttpEvent::new("PUT", "/v1/tickets").auth(Auth::Iam).json(&json!({ "users": [entry(5)] })))
+            .await;
+    assert_eq!(reply.status, 405);
+    let writer = Auth::Jwt(json!({ "sub": "job", "scope": "tickets/write" }));
+    assert_eq!(bulk(&state, writer, json!({ "users": [entry(5)] })).await.status, 200);
+}
+
+#[tokio::test]
+async fn the_error_report_answers_admins_with_counts_and_refuses_bad_windows() {
+    let (_db, state) = setup("hreport").await;
+    for (user, code) in [(7, "BM_TIMEOUT"), (7, "BM_TIMEOUT"), (8, "BM_DENIED")] {
+        let body = json!({ "kind": "passes", "errors": [{ "code": code }] });
+        let path = format!("/v1/users/{user}/logs");
+        assert_eq!(call(&state, Operation::PushLog, HttpEvent::new("POST", path).auth(Auth::Iam).json(&body)).await.status, 201);
+    }
+    let report = |auth: Auth, query: &[(&str, &str)]| {
+        let mut event = HttpEvent::new("GET", "/v1/admin/errors").auth(auth);
+        for (k, v) in query {
+            event = event.query(k, v);
+        }
+        call(&state, Operation::GetTickets, event)
+    };
+    let reply = report(admin(), &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["total"], 3);
+    assert_eq!(reply.body["by_code"], json!([{ "code": "BM_TIMEOUT", "count": 2 }, { "code": "BM_DENIED", "count": 1 }]));
+    assert_eq!(reply.body["by_kind"], json!([{ "kind": "passes", "count": 3 }]));
+    assert_eq!(reply.body["top_users"], json!([{ "user_id": 7, "count": 2 }, { "user_id": 8, "count": 1 }]));
+    assert_eq!(reply.body["by_hour"].as_array().unwrap().len(), 1);
+    let one = report(admin(), &[("user_id", "8"), ("kind", "passes")]).await;
+    assert_eq!((one.status, one.body["total"].clone()), (200, json!(1)));
+    let long_ago = report(admin(), &[("since", "2020-01-01T00:00:00Z"), ("until", "1577923200000")]).await;
+    assert_eq!((long_ago.status, long_ago.body["total"].clone()), (200, json!(0)));
+
+    // Only the admin scope: readers, writers and services get 403.
+    for auth in [Auth::user(7), Auth::Iam, Auth::Jwt(json!({ "sub": "job", "scope": "tickets/write" }))] {
+        assert_eq!(report(auth, &[]).await.status, 403);
+    }
+    assert_eq!(report(Auth::None, &[]).await.status, 401);
+    // Bad parameters: 400 invalid_filter, naming the parameter.
+    for (query, parameter) in [
+        (vec![("since", "yesterday")], "since"),
+        (vec![("until", "2026-13-01T00:00:00Z")], "until"),
+        (vec![("since", "2026-11-25T00:00:00Z"), ("until", "2026-11-24T00:00:00Z")], "until"),
+        (vec![("since", "2026-01-01T00:00:00Z"), ("until", "2026-11-24T00:00:00Z")], "since"),
+        (vec![("kind", "passes5")], "kind"),
+        (vec![("kind", "{\"$ne\":null}")], "kind"),
+        (vec![("user_id", "7 OR 1=1")], "user_id"),
+        (vec![("user_id", "7"), ("user_id", "8")], "user_id"),
+    ] {
+        let reply = report(admin(), &query).await;
+        assert_eq!((reply.status, reply.error_code()), (400, Some("invalid_filter")), "{query:?}: {}", reply.body);
+        assert!(reply.body["error"]["message"].as_str().unwrap().starts_with(parameter), "{query:?}: {}", reply.body);
+    }
+}

@@ -24,7 +24,11 @@ impl TicketCache {
     /// again, together, while the operation timeout allows. Statements that changed nothing were refused
     /// by the timestamp guard (or repeated an identical write): one `find` over those users tells which.
     /// A failure of the whole command (the database is unreachable) fails the whole call.
-    pub async fn replace_many(&self, entries: &[(UserId, PassUpdate)], now: DateTime) -> Result<Vec<Result<ReplaceOutcome, CacheError>>, CacheError> {
+    pub async fn replace_many(
+        &self,
+        entries: &[(UserId, PassUpdate)],
+        now: DateTime,
+    ) -> Result<Vec<Result<ReplaceOutcome, CacheError>>, CacheError> {
         // Each entry's answer: its validation error, or what it writes until the database says otherwise.
         let mut results = Vec::with_capacity(entries.len());
         let mut statements = Vec::new();
@@ -65,7 +69,9 @@ impl TicketCache {
             for (position, &i) in pending.iter().enumerate() {
                 match errors.get(&position) {
                     None => written.push(i),
-                    Some(error) if WRITE_REPLACE.retries(Failure { code: Some(error.code), ..Failure::default() }.verdict(WRITE_REPLACE)) => {
+                    Some(error)
+                        if WRITE_REPLACE.retries(Failure { code: Some(error.code), ..Failure::default() }.verdict(WRITE_REPLACE)) =>
+                    {
                         refused.push((i, error));
                     }
                     Some(error) => results[statements[i].0] = Err(CacheError::Database(error.to_driver_error())),

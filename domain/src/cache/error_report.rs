@@ -7,8 +7,8 @@ use mongodb::bson::{doc, Bson, DateTime, RawBsonRef, RawDocument, RawDocumentBuf
 use serde::Serialize;
 
 use super::TicketCache;
-use payload::js_date::to_iso_string;
 use crate::error::{CacheError, ValidationError};
+use payload::js_date::to_iso_string;
 use payload::MAX_SAFE_INTEGER;
 
 use crate::schema::{field, PassKind, UserId};

@@ -20,6 +20,9 @@ pub enum ApiError {
     InvalidUserId(String),
     #[error("format must be one of passes, passes4, all")]
     InvalidFormat,
+    /// A query parameter that is not what it should be.
+    #[error("{parameter}: {reason}")]
+    InvalidFilter { parameter: &'static str, reason: String },
     #[error("the request needs an identity")]
     Unauthenticated,
     #[error("this identity may not access this user's data")]
@@ -85,9 +88,11 @@ impl From<IndexError> for ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::InvalidJson(_) | ApiError::InvalidField(_) | ApiError::InvalidUserId(_) | ApiError::InvalidFormat => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::InvalidJson(_)
+            | ApiError::InvalidField(_)
+            | ApiError::InvalidUserId(_)
+            | ApiError::InvalidFormat
+            | ApiError::InvalidFilter { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
@@ -107,6 +112,7 @@ impl ApiError {
             ApiError::InvalidField(_) => "invalid_field",
             ApiError::InvalidUserId(_) => "invalid_user_id",
             ApiError::InvalidFormat => "invalid_format",
+            ApiError::InvalidFilter { .. } => "invalid_filter",
             ApiError::Unauthenticated => "unauthenticated",
             ApiError::Forbidden => "forbidden",
             ApiError::NotFound => "not_found",

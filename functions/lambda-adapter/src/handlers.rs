@@ -1,7 +1,10 @@
 //! The HTTP handlers: request → identity → domain call → response. No cache logic lives here.
 
 use domain::mongodb::bson::DateTime;
-use domain::{CacheError, Integrity, LogEntryInput, PassUpdate, PushOutcome, Selection, UserId};
+use domain::{
+    BulkEntry, CacheError, ErrorQuery, Integrity, LogEntryInput, PassUpdate, PushOutcome, Selection, UserId, ValidationError,
+    MAX_BULK_USERS,
+};
 use lambda_http::http::{header, HeaderMap, HeaderValue, StatusCode};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -11,6 +14,7 @@ use tracing::Instrument;
 use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::metrics::Metric;
+use crate::query::Query;
 use crate::routes::{self, Operation};
 use crate::AppState;
 
@@ -38,16 +42,21 @@ async fn handle(state: &AppState, served: Operation, request: &Request) -> Resul
     };
     let user_param = request.path_parameters_ref().and_then(|p| p.first("user_id"));
     let target = routes::resolve(request.method().as_str(), request.uri().path(), route_key, user_param)?;
-    if target.operation != served {
-        // The path exists, but this function serves another method on it.
+    let function = |operation: Operation| operation.route().map(|route| route.function.as_str());
+    if function(target.operation) != function(served) {
+        // The path exists, but another function serves it, or serves this method on it.
         let allow = served.route().map_or_else(String::new, |r| r.method.clone());
         return Err(ApiError::MethodNotAllowed { allow });
     }
     Caller::from_request(request, &state.access).authorize(target.operation, target.user, &state.access)?;
-    match target.operation {
-        Operation::GetTickets => get_tickets(state, target.user, request).await,
-        Operation::UpdateTickets => update_tickets(state, target.user, request).await,
-        Operation::PushLog => push_log(state, target.user, request).await,
+    match (target.operation, target.user) {
+        (Operation::GetTickets, Some(user)) => get_tickets(state, user, request).await,
+        (Operation::UpdateTickets, Some(user)) => update_tickets(state, user, request).await,
+        (Operation::PushLog, Some(user)) => push_log(state, user, request).await,
+        (Operation::BulkUpdateTickets, None) => bulk_update_tickets(state, request).await,
+        (Operation::ErrorReport, None) => error_report(state, request).await,
+        // `resolve` gives a user exactly to the routes under /v1/users/{user_id}.
+        _ => Err(ApiError::RouteNotFound),
     }
 }
 
@@ -134,6 +143,122 @@ async fn push_log(state: &AppState, user: UserId, request: &Request) -> Result<R
         status,
         &json!({ "user_id": user, "kind": entry.kind, "id": entry.id, "duplicate": outcome == PushOutcome::Duplicate }),
     ))
+}
+
+/// The largest request Lambda accepts (6 MB): a bulk body may use all of it.
+pub const MAX_BULK_BODY_BYTES: usize = 6 * 1024 * 1024;
+
+/// A bulk `PUT /v1/tickets` body: each entry is read on its own, so one malformed entry is answered
+/// for itself instead of failing the others.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkBody {
+    users: Vec<Box<serde_json::value::RawValue>>,
+}
+
+async fn bulk_update_tickets(state: &AppState, request: &Request) -> Result<Response<Body>, ApiError> {
+    let body: BulkBody = parse_body(request, MAX_BULK_BODY_BYTES)?;
+    if body.users.is_empty() || body.users.len() > MAX_BULK_USERS {
+        return Err(ApiError::InvalidField(format!("users: between 1 and {MAX_BULK_USERS} entries, got {}", body.users.len())));
+    }
+    // Each entry: its user id (when readable) and the update, or why it cannot be read.
+    let mut parsed: Vec<(Option<UserId>, Result<PassUpdate, ApiError>)> = Vec::with_capacity(body.users.len());
+    let mut seen = std::collections::HashSet::new();
+    for (index, raw) in body.users.iter().enumerate() {
+        let entry = serde_path_to_error::deserialize::<_, BulkEntry>(&mut serde_json::Deserializer::from_str(raw.get())).map_err(|e| {
+            ApiError::Validation(ValidationError::Invalid { field: format!("users[{index}].{}", e.path()), reason: e.inner().to_string() })
+        });
+        let user = match &entry {
+            Ok(entry) => Some(entry.user_id),
+            Err(_) => user_id_of(raw.get()),
+        };
+        if let Some(user) = user {
+            if !seen.insert(user) {
+                return Err(ApiError::InvalidField(format!("users[{index}].user_id: {user} appears more than once")));
+            }
+        }
+        parsed.push((user, entry.map(|entry| entry.into_update().1)));
+    }
+    state.readiness.writable(&state.cache).await?;
+    // What each entry came to: why it could not be read, or what the database said of it.
+    let mut outcomes: Vec<Result<(), ApiError>> = Vec::with_capacity(parsed.len());
+    let (mut valid, mut positions) = (Vec::new(), Vec::new());
+    for (position, (user, update)) in parsed.iter().enumerate() {
+        match (user, update) {
+            (Some(user), Ok(update)) => {
+                valid.push((*user, update.clone()));
+                positions.push(position);
+                outcomes.push(Ok(()));
+            }
+            (_, Err(error)) => outcomes.push(Err(error.clone())),
+            (None, Ok(_)) => outcomes.push(Err(ApiError::Validation(ValidationError::Invalid {
+                field: format!("users[{position}].user_id"),
+                reason: "missing".into(),
+            }))),
+        }
+    }
+    let written = state.metered_write(state.cache.replace_many(&valid, DateTime::now())).await?;
+    for (position, result) in positions.into_iter().zip(written) {
+        outcomes[position] = result.map(|_| ()).map_err(ApiError::from);
+    }
+
+    let mut counts = std::collections::BTreeMap::<u16, u64>::new();
+    let results: Vec<serde_json::Value> = parsed
+        .iter()
+        .zip(outcomes)
+        .map(|((user, _), outcome)| {
+            let mut result = json!({ "user_id": user });
+            let status = match outcome {
+                Ok(()) => StatusCode::OK,
+                Err(error) => {
+                    // Per entry, as the single PUT would answer it (`error.rs`).
+                    let status = error.status();
+                    result["error"] = json!({ "code": error.code(), "message": error.to_string() });
+                    if let ApiError::StaleWrite { stored } = error {
+                        result["stored_timestamp"] = json!(stored.0);
+                    }
+                    status
+                }
+            };
+            result["status"] = json!(status.as_u16());
+            *counts.entry(status.as_u16()).or_default() += 1;
+            result
+        })
+        .collect();
+    let stale = counts.get(&StatusCode::CONFLICT.as_u16()).copied().unwrap_or(0);
+    if stale > 0 {
+        state.metrics.emit(&[(Metric::StaleWriteRejected, stale as f64)]);
+    }
+    let counts: serde_json::Map<String, serde_json::Value> = counts.into_iter().map(|(status, n)| (status.to_string(), json!(n))).collect();
+    Ok(crate::response::json(StatusCode::OK, &json!({ "results": results, "counts": counts })))
+}
+
+/// The `user_id` of an entry that is otherwise unreadable, so its answer can still name it.
+fn user_id_of(raw: &str) -> Option<UserId> {
+    #[derive(serde::Deserialize)]
+    struct OnlyUser {
+        user_id: UserId,
+    }
+    serde_json::from_str::<OnlyUser>(raw).ok().map(|only| only.user_id)
+}
+
+/// The default window of an error report: the last 24 hours.
+const DEFAULT_REPORT_WINDOW_MS: i64 = 24 * 3_600_000;
+
+async fn error_report(state: &AppState, request: &Request) -> Result<Response<Body>, ApiError> {
+    let query = Query::of(request);
+    let until = query.instant("until")?.unwrap_or_else(DateTime::now);
+    let since =
+        query.instant("since")?.unwrap_or_else(|| DateTime::from_millis(until.timestamp_millis().saturating_sub(DEFAULT_REPORT_WINDOW_MS)));
+    let window = ErrorQuery::new(since, until, query.kind("kind")?, query.user("user_id")?).map_err(|error| match error {
+        ValidationError::Invalid { field, reason } => {
+            ApiError::InvalidFilter { parameter: if field == "until" { "until" } else { "since" }, reason }
+        }
+        other => ApiError::Validation(other),
+    })?;
+    state.readiness.connected(&state.cache).await?;
+    let report = state.metered(state.cache.error_report(&window)).await?;
+    Ok(crate::response::json(StatusCode::OK, &report))
 }
 
 impl AppState {

@@ -56,16 +56,21 @@ impl Caller {
     }
 
     /// Readers see only their own user id unless they hold the admin scope; writers are services
-    /// (IAM, or a token with the write scope).
-    pub fn authorize(&self, operation: Operation, target: UserId, access: &AccessConfig) -> Result<(), ApiError> {
+    /// (IAM, or a token with the write scope), for one user or many; error reports are for the admin
+    /// scope alone. `target` is the user a route names, if it names one.
+    pub fn authorize(&self, operation: Operation, target: Option<UserId>, access: &AccessConfig) -> Result<(), ApiError> {
         if *self == Caller::Anonymous {
             return Err(ApiError::Unauthenticated);
         }
         let allowed = match operation {
             Operation::GetTickets => {
-                self.has_scope(&access.admin_scope) || matches!(self, Caller::Token { user: Some(user), .. } if *user == target)
+                self.has_scope(&access.admin_scope)
+                    || matches!((self, target), (Caller::Token { user: Some(user), .. }, Some(target)) if *user == target)
             }
-            Operation::UpdateTickets | Operation::PushLog => *self == Caller::Iam || self.has_scope(&access.write_scope),
+            Operation::UpdateTickets | Operation::PushLog | Operation::BulkUpdateTickets => {
+                *self == Caller::Iam || self.has_scope(&access.write_scope)
+            }
+            Operation::ErrorReport => self.has_scope(&access.admin_scope),
         };
         if allowed {
             Ok(())
@@ -87,21 +92,39 @@ mod tests {
     fn readers_see_only_their_own_data_unless_admin() {
         let access = AccessConfig::default();
         let reader = Caller::Token { user: Some(user(1)), scopes: vec![] };
-        assert!(reader.authorize(Operation::GetTickets, user(1), &access).is_ok());
-        assert!(matches!(reader.authorize(Operation::GetTickets, user(2), &access), Err(ApiError::Forbidden)));
-        assert!(matches!(reader.authorize(Operation::UpdateTickets, user(1), &access), Err(ApiError::Forbidden)));
+        assert!(reader.authorize(Operation::GetTickets, Some(user(1)), &access).is_ok());
+        assert!(matches!(reader.authorize(Operation::GetTickets, Some(user(2)), &access), Err(ApiError::Forbidden)));
+        assert!(matches!(reader.authorize(Operation::UpdateTickets, Some(user(1)), &access), Err(ApiError::Forbidden)));
         let admin = Caller::Token { user: None, scopes: vec!["tickets/admin".into()] };
-        assert!(admin.authorize(Operation::GetTickets, user(2), &access).is_ok());
-        assert!(matches!(Caller::Anonymous.authorize(Operation::GetTickets, user(1), &access), Err(ApiError::Unauthenticated)));
+        assert!(admin.authorize(Operation::GetTickets, Some(user(2)), &access).is_ok());
+        assert!(matches!(Caller::Anonymous.authorize(Operation::GetTickets, Some(user(1)), &access), Err(ApiError::Unauthenticated)));
     }
 
     #[test]
     fn writers_are_services() {
         let access = AccessConfig::default();
-        assert!(Caller::Iam.authorize(Operation::PushLog, user(3), &access).is_ok());
+        assert!(Caller::Iam.authorize(Operation::PushLog, Some(user(3)), &access).is_ok());
         let writer = Caller::Token { user: None, scopes: vec!["tickets/write".into()] };
-        assert!(writer.authorize(Operation::UpdateTickets, user(3), &access).is_ok());
-        assert!(matches!(writer.authorize(Operation::GetTickets, user(3), &access), Err(ApiError::Forbidden)), "write scope does not read");
-        assert!(matches!(Caller::Anonymous.authorize(Operation::PushLog, user(3), &access), Err(ApiError::Unauthenticated)));
+        assert!(writer.authorize(Operation::UpdateTickets, Some(user(3)), &access).is_ok());
+        assert!(
+            matches!(writer.authorize(Operation::GetTickets, Some(user(3)), &access), Err(ApiError::Forbidden)),
+            "write scope does not read"
+        );
+        assert!(matches!(Caller::Anonymous.authorize(Operation::PushLog, Some(user(3)), &access), Err(ApiError::Unauthenticated)));
+        assert!(writer.authorize(Operation::BulkUpdateTickets, None, &access).is_ok());
+        assert!(Caller::Iam.authorize(Operation::BulkUpdateTickets, None, &access).is_ok());
+        let reader = Caller::Token { user: Some(user(3)), scopes: vec![] };
+        assert!(matches!(reader.authorize(Operation::BulkUpdateTickets, None, &access), Err(ApiError::Forbidden)));
+    }
+
+    #[test]
+    fn error_reports_are_for_the_admin_scope_only() {
+        let access = AccessConfig::default();
+        let admin = Caller::Token { user: None, scopes: vec!["tickets/admin".into()] };
+        assert!(admin.authorize(Operation::ErrorReport, None, &access).is_ok());
+        for caller in [Caller::Iam, Caller::Token { user: Some(user(3)), scopes: vec!["tickets/write".into()] }] {
+            assert!(matches!(caller.authorize(Operation::ErrorReport, None, &access), Err(ApiError::Forbidden)), "{caller:?}");
+        }
+        assert!(matches!(Caller::Anonymous.authorize(Operation::ErrorReport, None, &access), Err(ApiError::Unauthenticated)));
     }
 }

@@ -6,6 +6,7 @@ pub mod error;
 pub mod handlers;
 pub mod identity;
 pub mod metrics;
+pub mod query;
 pub mod readiness;
 pub mod response;
 pub mod routes;
@@ -53,8 +54,10 @@ impl AppState {
         tokio::spawn(async move {
             // A failure is logged there and retried by the first request.
             let _ = match operation {
-                Operation::UpdateTickets | Operation::PushLog => state.readiness.writable(&state.cache).await,
-                Operation::GetTickets => state.readiness.connected(&state.cache).await,
+                Operation::UpdateTickets | Operation::PushLog | Operation::BulkUpdateTickets => {
+                    state.readiness.writable(&state.cache).await
+                }
+                Operation::GetTickets | Operation::ErrorReport => state.readiness.connected(&state.cache).await,
             };
         });
     }

@@ -12,17 +12,22 @@ use std::sync::LazyLock;
 use domain::UserId;
 use serde::Deserialize;
 
-/// What a request asks for. Each Lambda function serves exactly one.
+/// What a request asks for. Each route has one; a Lambda function serves the operations its routes name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
     GetTickets,
     UpdateTickets,
     PushLog,
+    /// `PUT /v1/tickets`: many users' passes at once (job processors).
+    BulkUpdateTickets,
+    /// `GET /v1/admin/errors`: logged errors aggregated for monitoring.
+    ErrorReport,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 3] = [Operation::GetTickets, Operation::UpdateTickets, Operation::PushLog];
+    pub const ALL: [Operation; 5] =
+        [Operation::GetTickets, Operation::UpdateTickets, Operation::PushLog, Operation::BulkUpdateTickets, Operation::ErrorReport];
 }
 
 /// How a route is authorized at the API (the functions check identity again).
@@ -108,11 +113,11 @@ impl Operation {
     }
 }
 
-/// A request matched to its operation and target user.
+/// A request matched to its operation and, for routes under `/v1/users/{user_id}`, its target user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Target {
     pub operation: Operation,
-    pub user: UserId,
+    pub user: Option<UserId>,
 }
 
 /// Matches `method` and `path` against the table. `route_key` and `user_param` come from API Gateway when
@@ -121,14 +126,20 @@ pub fn resolve(method: &str, path: &str, route_key: Option<&str>, user_param: Op
     let routes = table()?.routes();
     let from_gateway = route_key.and_then(|key| routes.iter().find(|r| key == format!("{} {}", r.method, r.path)));
     let (route, raw_user) = match (from_gateway, user_param) {
-        (Some(route), Some(user)) => (route, user.to_owned()),
+        (Some(route), Some(user)) => (route, Some(user.to_owned())),
+        (Some(route), None) if !route.path.contains(USER_SEGMENT) => (route, None),
         _ => match_path(routes, method, path)?,
     };
-    let user = UserId::parse(&raw_user).ok_or_else(|| RouteError::InvalidUserId(raw_user.chars().take(40).collect()))?;
+    let user = match raw_user {
+        None => None,
+        Some(raw) => Some(UserId::parse(&raw).ok_or_else(|| RouteError::InvalidUserId(raw.chars().take(40).collect()))?),
+    };
     Ok(Target { operation: route.operation, user })
 }
 
-fn match_path<'t>(routes: &'t [Route], method: &str, path: &str) -> Result<(&'t Route, String), RouteError> {
+const USER_SEGMENT: &str = "{user_id}";
+
+fn match_path<'t>(routes: &'t [Route], method: &str, path: &str) -> Result<(&'t Route, Option<String>), RouteError> {
     let mut allowed = Vec::new();
     for route in routes {
         if let Some(user) = match_template(&route.path, path) {
@@ -145,15 +156,16 @@ fn match_path<'t>(routes: &'t [Route], method: &str, path: &str) -> Result<(&'t 
     }
 }
 
-/// Returns the `{user_id}` segment when `path` has the template's shape (a trailing slash is tolerated).
-fn match_template(template: &str, path: &str) -> Option<String> {
+/// When `path` has the template's shape (a trailing slash is tolerated): its `{user_id}` segment, if the
+/// template has one.
+fn match_template(template: &str, path: &str) -> Option<Option<String>> {
     let mut wanted = template.trim_matches('/').split('/');
     let mut given = path.trim_matches('/').split('/');
     let mut user = None;
     loop {
         match (wanted.next(), given.next()) {
-            (None, None) => return user,
-            (Some("{user_id}"), Some(segment)) => user = Some(segment.to_owned()),
+            (None, None) => return Some(user),
+            (Some(USER_SEGMENT), Some(segment)) => user = Some(segment.to_owned()),
             (Some(a), Some(b)) if a == b => {}
             _ => return None,
         }
@@ -180,7 +192,8 @@ mod tests {
             )
         };
         let table = |routes: &[String]| format!(r#"{{"routes": [{}]}}"#, routes.join(","));
-        let complete = [route("get_tickets"), route("update_tickets"), route("push_log")];
+        let complete =
+            [route("get_tickets"), route("update_tickets"), route("push_log"), route("bulk_update_tickets"), route("error_report")];
         assert!(RouteTable::parse(&table(&complete)).is_ok());
 
         for malformed in ["", "{", "[]", r#"{"routes": {}}"#, table(&[complete[0].replace("jwt", "cookie")]).as_str()] {
@@ -192,7 +205,8 @@ mod tests {
             RouteTable::parse(r#"{"routes": []}"#).unwrap_err(),
             RouteTableError::Operation { operation: Operation::GetTickets, count: 0 }
         );
-        let twice = [complete[0].clone(), complete[1].clone(), complete[2].clone(), complete[2].clone()];
+        let mut twice = complete.to_vec();
+        twice.push(complete[2].clone());
         assert_eq!(RouteTable::parse(&table(&twice)).unwrap_err(), RouteTableError::Operation { operation: Operation::PushLog, count: 2 });
     }
 
@@ -204,6 +218,17 @@ mod tests {
         assert_eq!(raw.operation, Operation::GetTickets);
         assert_eq!(resolve("POST", "/v1/users/42/logs/", None, None).unwrap().operation, Operation::PushLog);
         assert_eq!(resolve("PUT", "/v1/users/42/tickets", None, None).unwrap().operation, Operation::UpdateTickets);
+        assert_eq!(raw.user.map(UserId::get), Some(42));
+        // Routes without a user: the bulk update and the error report.
+        for (method, path, key, operation) in [
+            ("PUT", "/v1/tickets", "PUT /v1/tickets", Operation::BulkUpdateTickets),
+            ("GET", "/v1/admin/errors/", "GET /v1/admin/errors", Operation::ErrorReport),
+        ] {
+            let raw = resolve(method, path, None, None).unwrap();
+            assert_eq!(raw, Target { operation, user: None });
+            assert_eq!(resolve(method, path, Some(key), None).unwrap(), raw);
+        }
+        assert!(matches!(resolve("POST", "/v1/tickets", None, None), Err(RouteError::MethodNotAllowed { allow }) if allow == "PUT"));
     }
 
     #[test]
