@@ -22,6 +22,7 @@ use crate::config::CacheConfig;
 use crate::error::{CacheError, ValidationError};
 use crate::indexes::index_models;
 use crate::input::{validate_log_entry, validate_passes, LogEntryInput, PassUpdate};
+use crate::pass_filter::PassFilter;
 use crate::read::{self, CachedTickets, Freshness};
 use crate::retry::{self, Budget, WriteKind};
 use crate::schema::{field, reserved, JsNumber, Millis, PassKind, Selection, UserId};
@@ -124,14 +125,29 @@ impl TicketCache {
     /// Reads one user's passes: one `find`, whose projection names only what the response needs (never
     /// the logs), and whose raw reply is rendered without building a `Document`.
     pub async fn get(&self, user: UserId, selection: Selection, now: DateTime) -> Result<Option<CachedTickets>, CacheError> {
+        self.get_filtered(user, selection, &PassFilter::default(), now).await
+    }
+
+    /// [`TicketCache::get`] of the passes `filter` keeps: the database drops those failing its stored-field
+    /// conditions inside the same `find`, the read those failing its verdict.
+    pub async fn get_filtered(
+        &self,
+        user: UserId,
+        selection: Selection,
+        filter: &PassFilter,
+        now: DateTime,
+    ) -> Result<Option<CachedTickets>, CacheError> {
         let mut projection = doc! { "_id": 0, field::TIMESTAMP: 1 };
         for kind in selection.kinds() {
-            projection.insert(kind.field(), 1);
+            match filter.projection(*kind) {
+                Some(filtered) => projection.insert(kind.field(), filtered),
+                None => projection.insert(kind.field(), 1),
+            };
         }
         let found = self.await_driver(self.raw.find_one(doc! { field::USER_ID: user }).projection(projection)).await?;
         let Some(document) = found else { return Ok(None) };
         let freshness = Freshness { now, ttl: self.config.fresh_ttl, max_skew: self.config.limits.max_clock_skew };
-        Ok(Some(read::render(user, selection, &document, freshness, &self.verified)))
+        Ok(Some(read::render(user, selection, filter, &document, freshness, &self.verified)))
     }
 
     /// Replaces one or both pass arrays in one atomic upsert.

@@ -320,7 +320,7 @@ pub fn validate_log_entry(entry: &LogEntryInput, limits: &Limits) -> Result<Docu
     Ok(stored)
 }
 
-fn check_text(field: &dyn fmt::Display, value: &str, max_chars: usize) -> Result<(), ValidationError> {
+pub(crate) fn check_text(field: &dyn fmt::Display, value: &str, max_chars: usize) -> Result<(), ValidationError> {
     let reason = if value.trim().is_empty() {
         "must not be empty"
     } else if value.chars().count() > max_chars {

@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod indexes;
 pub mod input;
+pub mod pass_filter;
 pub mod read;
 pub mod retry;
 pub mod schema;
@@ -16,6 +17,7 @@ pub use config::{AccessConfig, CacheConfig, ConfigError, Limits, Settings, UriSo
 pub use error::{CacheError, ValidationError};
 pub use indexes::IndexError;
 pub use input::{BulkEntry, LogEntryInput, PassInput, PassUpdate};
+pub use pass_filter::PassFilter;
 pub use payload::Integrity;
 pub use read::{CachedTickets, CheckedPass};
 pub use schema::{JsNumber, Millis, PassKind, Selection, UserId};

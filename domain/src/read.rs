@@ -19,6 +19,7 @@ use payload::VerifiedPayloads;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::pass_filter::PassFilter;
 use crate::schema::{field, reserved, JsNumber, Millis, PassKind, Selection, UserId};
 
 /// A cached document as a read returns it.
@@ -80,6 +81,7 @@ pub struct Freshness {
 pub fn render(
     user: UserId,
     selection: Selection,
+    filter: &PassFilter,
     document: &RawDocument,
     freshness: Freshness,
     verified: &VerifiedPayloads,
@@ -139,10 +141,16 @@ pub fn render(
             let at = PassPath { kind, index };
             match item {
                 Ok((_, Value::Document(stored))) => {
+                    let mark = out.len();
                     if !checked.is_empty() {
                         out.push(b',');
                     }
-                    checked.push(pass.write(at, stored, &mut out));
+                    let written = pass.write(at, stored, &mut out);
+                    if filter.keeps(written.integrity) {
+                        checked.push(written);
+                    } else {
+                        out.truncate(mark);
+                    }
                 }
                 Ok((_, other)) => pass.skip(at.to_string(), format!("stored as {}, not a pass document", other.type_name())),
                 Err(e) => {
@@ -165,6 +173,7 @@ pub fn render(
     // Everything in the body but the age follows from the stored bytes and the staleness.
     let mut validator = Sha256::new();
     validator.update(selection.as_str());
+    validator.update(filter.describe());
     validator.update([u8::from(stale)]);
     validator.update(document.as_bytes());
     let etag = format!("\"{}\"", hex::encode(&validator.finalize()[..16]));

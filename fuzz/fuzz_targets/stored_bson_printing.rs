@@ -26,7 +26,7 @@ fn read(document: &RawDocument) {
     let user = UserId::new(1).expect("a user id");
     let freshness =
         Freshness { now: DateTime::from_millis(1_800_000_000_000), ttl: Duration::from_secs(3600), max_skew: Duration::from_secs(300) };
-    let tickets = render(user, Selection::All, document, freshness, &VerifiedPayloads::new(0));
+    let tickets = render(user, Selection::All, &domain::PassFilter::default(), document, freshness, &VerifiedPayloads::new(0));
     read_invariants::strict_json(tickets.json.as_bytes()).unwrap_or_else(|e| panic!("{e}: {}", tickets.json));
     read_invariants::verified_payloads_match_their_hashes(tickets.json.as_bytes()).unwrap_or_else(|e| panic!("{e}: {}", tickets.json));
 }

@@ -8,7 +8,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use domain::input::{validate_passes, PassUpdate};
 use domain::mongodb::bson::{rawdoc, RawArrayBuf};
 use domain::read::{self, Freshness};
-use domain::{Limits, Millis, PassKind, Selection, UserId};
+use domain::{Limits, Millis, PassFilter, PassKind, Selection, UserId};
 use integration_tests::bench_support::twenty_passes;
 use payload::{ConvertedPayloads, VerifiedPayloads};
 
@@ -50,9 +50,11 @@ fn steps(c: &mut Criterion) {
         })
     });
     group.bench_function("render_every_payload_verified", |b| {
-        b.iter(|| read::render(user, Selection::All, &stored, freshness, &VerifiedPayloads::new(0)))
+        b.iter(|| read::render(user, Selection::All, &PassFilter::default(), &stored, freshness, &VerifiedPayloads::new(0)))
     });
-    group.bench_function("render_verdicts_remembered", |b| b.iter(|| read::render(user, Selection::All, &stored, freshness, &remembered)));
+    group.bench_function("render_verdicts_remembered", |b| {
+        b.iter(|| read::render(user, Selection::All, &PassFilter::default(), &stored, freshness, &remembered))
+    });
     group.finish();
 }
 

@@ -329,9 +329,29 @@ def cmd_build_info(state, db, cmd, conn):
     return {"version": "7.0.0-standin", "versionArray": [7, 0, 0, 0], "maxBsonObjectSize": 16 * 1024 * 1024, "ok": 1.0}
 
 
+def has_expressions(projection):
+    """Whether a find projection computes a field (`{"a": {"$filter": ...}}`), as MongoDB 4.4+ allows."""
+    return any(isinstance(v, dict) and any(str(k).startswith("$") for k in v) for v in (projection or {}).values())
+
+
 def cmd_find(state, db, cmd, conn):
     coll = collection(state, db, cmd)
-    cursor = coll.find(cmd.get("filter") or {}, projection=cmd.get("projection") or None)
+    projection = cmd.get("projection") or None
+    if has_expressions(projection):
+        # mongomock's find projects only by inclusion; an aggregation computes the fields.
+        pipeline = [{"$match": cmd.get("filter") or {}}]
+        if cmd.get("sort"):
+            pipeline.append({"$sort": cmd["sort"]})
+        if cmd.get("skip"):
+            pipeline.append({"$skip": int(cmd["skip"])})
+        if cmd.get("limit"):
+            pipeline.append({"$limit": abs(int(cmd["limit"]))})
+        pipeline.append({"$project": projection})
+        docs = list(coll.aggregate(pipeline))
+        batch = cmd.get("batchSize")
+        single = bool(cmd.get("singleBatch")) or int(cmd.get("limit") or 0) < 0
+        return make_cursor(state, db, cmd[first_key(cmd)], docs, int(batch) if batch is not None else None, single)
+    cursor = coll.find(cmd.get("filter") or {}, projection=projection)
     if cmd.get("sort"):
         cursor = cursor.sort(list(cmd["sort"].items()))
     if cmd.get("skip"):

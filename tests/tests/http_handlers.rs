@@ -476,3 +476,78 @@ async fn the_error_report_answers_admins_with_counts_and_refuses_bad_windows() {
         assert!(reply.body["error"]["message"].as_str().unwrap().starts_with(parameter), "{query:?}: {}", reply.body);
     }
 }
+
+#[tokio::test]
+async fn get_filters_by_status_time_and_verdict_in_the_one_find_on_legacy_documents() {
+    let (db, state) = setup("hfilter").await;
+    // 208: timestamps stored as doubles; 302: a pass without status or timestamp ("no-hash") and a
+    // tampered one. Inserted one by one: fixtures from different collections share `_id`s.
+    let legacy = fixture("legacy_sample.ejson").remove(3);
+    let edge = fixture("legacy_edge_cases.ejson").remove(1);
+    for document in [legacy, edge] {
+        db.insert_raw(&[document]).await;
+    }
+    let get = |path: &str, query: &[(&str, &str)]| {
+        let user: i64 = path.split('/').nth(3).unwrap().parse().unwrap();
+        let mut event = HttpEvent::new("GET", path.to_owned()).auth(Auth::user(user));
+        for (k, v) in query {
+            event = event.query(k, v);
+        }
+        call(&state, Operation::GetTickets, event)
+    };
+    let uuids = |reply: &integration_tests::Reply, kind: &str| -> Vec<String> {
+        reply.body[kind].as_array().map_or(vec![], |a| a.iter().map(|p| p["pass_uuid"].as_str().unwrap_or("?").to_owned()).collect())
+    };
+    let all = get("/v1/users/208/tickets", &[]).await;
+    assert_eq!((uuids(&all, "passes"), uuids(&all, "passes4")), (vec!["uuid-1".into(), "uuid-2".into()], vec!["uuid-3".to_string()]));
+
+    db.commands.clear();
+    let active = get("/v1/users/208/tickets", &[("status", "ACTIVE")]).await;
+    assert_eq!(active.status, 200, "{}", active.body);
+    assert_eq!(db.commands.names(), ["find"], "filtered in the same single round trip");
+    assert_eq!((uuids(&active, "passes"), uuids(&active, "passes4")), (vec!["uuid-1".to_string()], vec!["uuid-3".to_string()]));
+    let since = get("/v1/users/208/tickets", &[("updated_since", "1795522372000")]).await;
+    assert_eq!((uuids(&since, "passes"), uuids(&since, "passes4")), (vec!["uuid-1".to_string()], vec![]));
+    let same_instant = get("/v1/users/208/tickets", &[("updated_since", "2026-11-24T12:12:52.000Z")]).await;
+    assert_eq!(same_instant.body, since.body, "RFC 3339 and epoch milliseconds name the same instant");
+    let combined =
+        get("/v1/users/208/tickets", &[("status", "USABLE,EXPIRED"), ("updated_since", "1795522371614"), ("format", "passes")]).await;
+    assert_eq!((uuids(&combined, "passes"), combined.body.get("passes4").is_none()), (vec!["uuid-2".to_string()], true));
+    let none = get("/v1/users/208/tickets", &[("status", "$passes")]).await;
+    assert_eq!((none.status, uuids(&none, "passes")), (200, vec![]), "a status is a value, never a field path");
+
+    // The validator follows the body: a filtered read has its own ETag, the same filter the same one.
+    let etag = |reply: &integration_tests::Reply| reply.header("etag").unwrap().to_owned();
+    assert_ne!(etag(&active), etag(&all));
+    assert_eq!(etag(&get("/v1/users/208/tickets", &[("status", "ACTIVE")]).await), etag(&active));
+
+    // Missing status or timestamp never matches; verdicts filter after verification.
+    let edge_active = get("/v1/users/302/tickets", &[("status", "ACTIVE")]).await;
+    assert_eq!(uuids(&edge_active, "passes"), ["tampered"]);
+    let dated = get("/v1/users/302/tickets", &[("updated_since", "0")]).await;
+    assert_eq!(uuids(&dated, "passes"), ["tampered"]);
+    let mismatch = get("/v1/users/302/tickets", &[("integrity", "mismatch")]).await;
+    assert_eq!(uuids(&mismatch, "passes"), ["tampered"]);
+    assert!(mismatch.body["passes"].as_array().unwrap().iter().all(|p| p["integrity"] == "mismatch"));
+    let unverified = get("/v1/users/302/tickets", &[("integrity", "unverified")]).await;
+    assert!(uuids(&unverified, "passes").contains(&"no-hash".to_string()), "{}", unverified.body);
+    assert!(!uuids(&unverified, "passes").contains(&"tampered".to_string()));
+
+    // Bad values: 400 invalid_filter, naming the parameter, before any database call.
+    let eleven = (0..11).map(|i| format!("S{i}")).collect::<Vec<_>>().join(",");
+    db.commands.clear();
+    for (query, parameter) in [
+        (vec![("status", eleven.as_str())], "status"),
+        (vec![("status", "ACTIVE,,USED")], "status"),
+        (vec![("status", "A\u{1}")], "status"),
+        (vec![("updated_since", "last week")], "updated_since"),
+        (vec![("updated_since", "-5")], "updated_since"),
+        (vec![("integrity", "trusted")], "integrity"),
+        (vec![("status", "ACTIVE"), ("status", "USED")], "status"),
+    ] {
+        let reply = get("/v1/users/208/tickets", &query).await;
+        assert_eq!((reply.status, reply.error_code()), (400, Some("invalid_filter")), "{query:?}: {}", reply.body);
+        assert!(reply.body["error"]["message"].as_str().unwrap().starts_with(parameter), "{query:?}: {}", reply.body);
+    }
+    assert!(db.commands.names().is_empty(), "refused before any database call");
+}

@@ -15,7 +15,8 @@ use sha2::{Digest, Sha256};
 fn read(doc: &Document) -> (CachedTickets, Value) {
     let raw = RawDocumentBuf::from_document(doc).unwrap();
     let freshness = Freshness { now: DateTime::now(), ttl: Duration::from_secs(3600), max_skew: Duration::from_secs(300) };
-    let tickets = render(UserId::new(1).unwrap(), Selection::All, &raw, freshness, &VerifiedPayloads::new(0));
+    let tickets =
+        render(UserId::new(1).unwrap(), Selection::All, &domain::PassFilter::default(), &raw, freshness, &VerifiedPayloads::new(0));
     assert!(tickets.degraded.is_empty(), "{:?}: {doc}", tickets.degraded);
     let body: Value = serde_json::from_str(&tickets.json).unwrap_or_else(|e| panic!("{e}: {}", tickets.json));
     (tickets, body)

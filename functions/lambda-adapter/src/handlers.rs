@@ -61,12 +61,14 @@ async fn handle(state: &AppState, served: Operation, request: &Request) -> Resul
 }
 
 async fn get_tickets(state: &AppState, user: UserId, request: &Request) -> Result<Response<Body>, ApiError> {
-    let selection = match request.query_string_parameters_ref().and_then(|q| q.first("format")) {
+    let query = Query::of(request);
+    let selection = match query.one("format")? {
         None => Selection::All,
         Some(format) => Selection::parse(format).ok_or(ApiError::InvalidFormat)?,
     };
+    let filter = query.pass_filter(&state.cache.config().limits)?;
     state.readiness.connected(&state.cache).await?;
-    let found = state.metered(state.cache.get(user, selection, DateTime::now())).await?;
+    let found = state.metered(state.cache.get_filtered(user, selection, &filter, DateTime::now())).await?;
     let Some(tickets) = found else {
         state.metrics.emit(&[(Metric::CacheMiss, 1.0)]);
         return Err(ApiError::NotFound);

@@ -1,7 +1,7 @@
 //! Query-string parameters: each read once, checked, and named in the error when it is wrong.
 
 use domain::mongodb::bson::DateTime;
-use domain::{PassKind, UserId};
+use domain::{Integrity, Limits, Millis, PassFilter, PassKind, UserId, ValidationError};
 use lambda_http::{Request, RequestExt};
 
 use crate::error::ApiError;
@@ -47,6 +47,37 @@ impl<'r> Query<'r> {
         UserId::parse(value)
             .map(Some)
             .ok_or_else(|| ApiError::InvalidFilter { parameter: name, reason: "expected a positive integer".into() })
+    }
+}
+
+impl Query<'_> {
+    /// The read's pass filter: `status=A,B` (exact, at most 10), `updated_since=<instant>`,
+    /// `integrity=verified|mismatch|unverified|unverifiable`.
+    pub fn pass_filter(&self, limits: &Limits) -> Result<PassFilter, ApiError> {
+        let statuses: Vec<String> = match self.one("status")? {
+            None => Vec::new(),
+            Some(list) => list.split(',').map(str::to_owned).collect(),
+        };
+        let updated_since = self.instant("updated_since")?.map(Millis::from_datetime);
+        if updated_since.is_some_and(|t| t.0 < 0) {
+            return Err(ApiError::InvalidFilter { parameter: "updated_since", reason: "must not be before 1970".into() });
+        }
+        let integrity = match self.one("integrity")? {
+            None => None,
+            Some(verdict) => Some(
+                [Integrity::Verified, Integrity::Mismatch, Integrity::Unverified, Integrity::Unverifiable]
+                    .into_iter()
+                    .find(|v| v.as_str() == verdict)
+                    .ok_or_else(|| ApiError::InvalidFilter {
+                        parameter: "integrity",
+                        reason: "expected verified, mismatch, unverified or unverifiable".into(),
+                    })?,
+            ),
+        };
+        PassFilter::new(statuses, updated_since, integrity, limits).map_err(|error| match error {
+            ValidationError::Invalid { reason, .. } => ApiError::InvalidFilter { parameter: "status", reason },
+            other => ApiError::Validation(other),
+        })
     }
 }
 
