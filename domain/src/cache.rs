@@ -27,8 +27,10 @@ use crate::read::{self, CachedTickets, Freshness};
 use crate::retry::{self, Budget, WriteKind};
 use crate::schema::{field, reserved, JsNumber, Millis, PassKind, Selection, UserId};
 
+mod audit;
 mod bulk;
 mod error_report;
+pub use audit::{AuditFinding, AuditReport, FindingKind};
 pub use bulk::MAX_BULK_USERS;
 pub use error_report::{CodeCount, ErrorQuery, ErrorReport, HourCount, KindCount, UserCount};
 

@@ -12,7 +12,7 @@ pub mod read;
 pub mod retry;
 pub mod schema;
 
-pub use cache::{ErrorQuery, ErrorReport, PushOutcome, ReplaceOutcome, SweepReport, TicketCache, MAX_BULK_USERS};
+pub use cache::{AuditReport, ErrorQuery, ErrorReport, PushOutcome, ReplaceOutcome, SweepReport, TicketCache, MAX_BULK_USERS};
 pub use config::{AccessConfig, CacheConfig, ConfigError, Limits, Settings, UriSource, WriterIndexPolicy};
 pub use error::{CacheError, ValidationError};
 pub use indexes::IndexError;

@@ -120,23 +120,32 @@ def test_a_missing_or_deaf_integrity_alarm_is_caught():
     def removed(resources, _):
         del resources["GetTicketsIntegrityMismatchAlarm"]
     found = _mutated(removed)
-    _caught(found, "no alarm fires on an IntegrityMismatch")
     _caught(found, "get-tickets's IntegrityMismatch is charted but has no alarm")
     _caught(found, "its alarm widget shows GetTicketsIntegrityMismatchAlarm, which is no alarm of the stack")
 
     def lenient(resources, _):
         resources["GetTicketsIntegrityMismatchAlarm"]["Properties"]["Threshold"] = 5
-    _caught(_mutated(lenient), "no alarm fires on an IntegrityMismatch")
+    _caught(_mutated(lenient), "get-tickets's IntegrityMismatch is charted but has no alarm")
 
     def misnamed(resources, _):
         resources["GetTicketsIntegrityMismatchAlarm"]["Properties"]["MetricName"] = "IntegrityMismatches"
     _caught(_mutated(misnamed), "alarm GetTicketsIntegrityMismatchAlarm watches IntegrityMismatches, which the code never emits")
 
 
+def test_no_integrity_alarm_at_all_is_caught():
+    def removed(resources, _):
+        for name in ["GetTicketsIntegrityMismatchAlarm", "TtlSweeperIntegrityMismatchAlarm"]:
+            del resources[name]
+    _caught(_mutated(removed), "no alarm fires on an IntegrityMismatch")
+
+
 def test_a_function_charted_for_integrity_mismatches_needs_its_own_alarm():
-    # What adding the audit's line to the dashboard without its alarm would look like.
-    line = '[ "${MetricsNamespace}", "IntegrityMismatch", "function", "ttl-sweeper", { "label": "mismatch (audit)" } ],\n'
-    found = _mutated(_body_edit(lambda body: body.replace('[ "${MetricsNamespace}", "IntegrityUnverifiable"', line + '[ "${MetricsNamespace}", "IntegrityUnverifiable"')))
+    # The audit's line on the dashboard without its alarm.
+    def unalarmed(resources, _):
+        del resources["TtlSweeperIntegrityMismatchAlarm"]
+        props = resources["Dashboard"]["Properties"]
+        props["DashboardBody"] = {"Fn::Sub": props["DashboardBody"]["Fn::Sub"].replace(' "${TtlSweeperIntegrityMismatchAlarm.Arn}",', "")}
+    found = _mutated(unalarmed)
     assert found == ["ttl-sweeper's IntegrityMismatch is charted but has no alarm (Sum >= 1 over 5 minutes)"], found
 
 

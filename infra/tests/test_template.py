@@ -99,3 +99,13 @@ def test_a_first_contact_budget_that_outlasts_the_function_is_caught():
     found = _mutated(slow)
     assert any("get-tickets: MONGODB_FIRST_CONNECT_MS 9000 + MONGODB_TIMEOUT_MS 3000 + 1000 ms to reply exceed its 10000 ms timeout" in p
                for p in found), found
+
+
+def test_an_audit_schedule_without_the_task_the_code_reads_is_caught():
+    def misspelled(resources, _):
+        resources["TtlSweeperFunction"]["Properties"]["Events"]["Audit"]["Properties"]["Input"] = '{"task": "audits"}'
+    assert any("expected a sweep and 'audit'" in p for p in _mutated(misspelled))
+
+    def dropped(resources, _):
+        del resources["TtlSweeperFunction"]["Properties"]["Events"]["Audit"]
+    assert any("expected two EventBridge Scheduler schedules" in p for p in _mutated(dropped))

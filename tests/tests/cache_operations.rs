@@ -502,3 +502,76 @@ async fn user_ids_are_stored_as_the_node_service_stores_them() {
     assert_eq!(code, Some(11000), "a second document for user 201");
     assert_eq!(db.cache.collection().count_documents(doc! { "user_id": 201 }).await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn the_audit_reports_what_is_wrong_and_changes_nothing() {
+    let db = TestDb::new("audit").await;
+    let cache = &db.cache;
+    cache.replace_passes(user(5), &update(json!({ "timestamp": NOW, "passes": [pass("a", 1)] })), at(NOW)).await.unwrap();
+    // Past the real clock too: TTL deletion (the stand-in's on read, DocumentDB's once a minute) must not race.
+    let expires = DateTime::from_millis(NOW + 400 * 86_400_000);
+    let bare = |uuid: &str| doc! { "pass_uuid": uuid, "status": "ACTIVE", "payload": { "rides": 1 } };
+    db.insert_raw(&[
+        doc! { "user_id": 401_i64, "timestamp": NOW, "expires_at": expires, "passes": [bare("dup"), bare("dup")] },
+        doc! { "user_id": 402_i64, "timestamp": NOW, "expires_at": "2026-12-01T00:00:00Z" },
+        doc! { "user_id": "abc", "timestamp": NOW },
+        doc! { "user_id": 404_i64, "timestamp": NOW, "expires_at": expires, "passes": (0..101).map(|i| bare(&format!("p{i}"))).collect::<Vec<_>>(),
+               "passesLog": (0..101).map(|i| doc! { "errors": [format!("E{i}")] }).collect::<Vec<_>>() },
+    ])
+    .await;
+    db.insert_raw(&[fixture("legacy_edge_cases.ejson").remove(1)]).await; // 302: a tampered payload, no expires_at
+    let users = [5_i64, 401, 402, 404, 302];
+    let mut before = Vec::new();
+    for u in users {
+        before.push(db.raw_bytes(u).await.unwrap());
+    }
+
+    let report = cache.audit(1000, at(NOW)).await.unwrap();
+    assert_eq!((report.audited_documents, report.recently_written, report.scan_completed), (6, 0, true));
+    let kinds: Vec<_> = report.findings_by_kind.iter().map(|(k, n)| (serde_json::to_value(k).unwrap(), *n)).collect();
+    let count = |kind: &str| kinds.iter().find(|(k, _)| k == kind).map_or(0, |(_, n)| *n);
+    assert_eq!(count("duplicate_pass_uuid"), 1, "{kinds:?}");
+    assert_eq!(count("expires_at_not_date"), 1, "{kinds:?}");
+    assert_eq!(count("expires_at_missing"), 2, "\"abc\" and 302: {kinds:?}");
+    assert_eq!(count("too_many_passes"), 1, "{kinds:?}");
+    assert_eq!(count("log_over_cap"), 1, "{kinds:?}");
+    assert!(count("integrity_mismatch") >= 1 && report.integrity_mismatches == count("integrity_mismatch"), "{kinds:?}");
+    let listed = serde_json::to_value(&report.listed).unwrap();
+    assert!(listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["user_id"] == 302 && f["finding"] == "integrity_mismatch" && f["pass_uuid"] == "tampered"));
+    assert!(listed.as_array().unwrap().iter().any(|f| f["user_id"] == "abc" && f["finding"] == "unreadable" && f["path"] == "user_id"));
+    assert!(listed.as_array().unwrap().iter().all(|f| f["user_id"] != 5), "a document this service wrote is clean: {listed}");
+    assert!(!serde_json::to_string(&report).unwrap().contains("rides"), "no payload in a report");
+    for (u, bytes) in users.iter().zip(before) {
+        assert_eq!(db.raw_bytes(*u).await.unwrap(), bytes, "the audit changed user {u}");
+    }
+}
+
+#[tokio::test]
+async fn the_audit_resumes_where_it_stopped_and_takes_recent_writes_first() {
+    let db = TestDb::new("auditresume").await;
+    let cache = &db.cache;
+    let old = NOW - 10 * 86_400_000;
+    let expires = DateTime::from_millis(NOW + 400 * 86_400_000);
+    db.insert_raw(&(1..=5_i64).map(|u| doc! { "user_id": u, "timestamp": old, "expires_at": expires }).collect::<Vec<_>>()).await;
+    let runs: Vec<_> = [0, 1, 2, 3].iter().map(|i| at(NOW + i * 60_000)).collect();
+    let first = cache.audit(2, runs[0]).await.unwrap();
+    let second = cache.audit(2, runs[1]).await.unwrap();
+    let third = cache.audit(2, runs[2]).await.unwrap();
+    let progress = |r: &domain::AuditReport| (r.audited_documents, r.recently_written, r.scan_completed);
+    assert_eq!(
+        [progress(&first), progress(&second), progress(&third)],
+        [(2, 0, false), (2, 0, false), (1, 0, true)],
+        "the scan goes on where it stopped"
+    );
+    // A write since the last run is audited first; the scan then starts over.
+    cache
+        .replace_passes(user(9), &update(json!({ "timestamp": NOW + 150_000, "passes": [pass("n", 1)] })), at(NOW + 150_000))
+        .await
+        .unwrap();
+    let fourth = cache.audit(2, runs[3]).await.unwrap();
+    assert_eq!(progress(&fourth), (2, 1, false));
+}

@@ -551,3 +551,16 @@ async fn get_filters_by_status_time_and_verdict_in_the_one_find_on_legacy_docume
     }
     assert!(db.commands.names().is_empty(), "refused before any database call");
 }
+
+#[tokio::test]
+async fn the_sweeper_audits_on_its_audit_schedule_and_emits_the_counts() {
+    let (db, state) = setup("haudit").await;
+    assert_eq!(put(&state, TICKETS, json!({ "timestamp": now_ms(), "passes": [pass("a")] })).await.status, 200);
+    db.insert_raw(&[fixture("legacy_edge_cases.ejson").remove(1)]).await; // 302: a tampered payload
+    let summary = lambda_adapter::sweeper::audit(&state).await.unwrap();
+    let json = serde_json::to_value(&summary).unwrap();
+    assert_eq!((json["task"].clone(), json["audited_documents"].clone()), (json!("audit"), json!(2)), "{json}");
+    assert_eq!(state.metrics.total(Metric::AuditedDocuments), 2.0);
+    assert!(state.metrics.total(Metric::IntegrityMismatch) >= 1.0);
+    assert_eq!(state.metrics.total(Metric::AuditFindings), json["findings"].as_f64().unwrap());
+}

@@ -24,6 +24,9 @@ pub enum Metric {
     DbLatency,
     /// Write attempts repeated after a conflict with concurrent writes or a lost reply.
     WriteRetries,
+    /// Documents the consistency audit re-verified (with `IntegrityMismatch` and `AuditFindings`).
+    AuditedDocuments,
+    AuditFindings,
 }
 
 impl Metric {
@@ -43,6 +46,8 @@ impl Metric {
             Metric::TrimmedLogs => "TrimmedLogs",
             Metric::DbLatency => "DbLatency",
             Metric::WriteRetries => "WriteRetries",
+            Metric::AuditedDocuments => "AuditedDocuments",
+            Metric::AuditFindings => "AuditFindings",
         }
     }
 

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use domain::mongodb::bson::DateTime;
-use domain::{ErrorQuery, ErrorReport, SweepReport};
+use domain::{AuditReport, ErrorQuery, ErrorReport, SweepReport};
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use serde_json::Value;
@@ -38,12 +38,22 @@ impl Started {
     }
 }
 
-/// What an invocation returns: a sweep's summary, or the answer sent to CloudFormation.
+/// What an invocation returns: a sweep's or an audit's summary, or the answer sent to CloudFormation.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 pub enum SweeperOutput {
     Sweep(SweepSummary),
+    Audit(AuditSummary),
     Deployment(custom_resource::Response),
+}
+
+/// What one audit run found; returned to the invoker and logged. It changes no cached document.
+#[derive(Debug, Serialize)]
+pub struct AuditSummary {
+    pub task: &'static str,
+    #[serde(flatten)]
+    pub report: AuditReport,
+    pub total_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +74,39 @@ pub async fn handle(started: &Started, event: LambdaEvent<Value>) -> Result<Swee
         return Ok(SweeperOutput::Deployment(custom_resource::handle(state, event).await?));
     }
     let state = state.map_err(|e| SweeperError::Startup(e.to_string()))?;
+    if task_of(&event.payload) == Some(AUDIT_TASK) {
+        return Ok(SweeperOutput::Audit(audit(state).await?));
+    }
     Ok(SweeperOutput::Sweep(sweep(state, event).await?))
+}
+
+/// The schedule's input that asks for the consistency audit instead of a sweep.
+pub const AUDIT_TASK: &str = "audit";
+
+fn task_of(event: &Value) -> Option<&str> {
+    event.get("task").and_then(Value::as_str)
+}
+
+/// One bounded consistency audit (`AUDIT_MAX_DOCUMENTS` documents): reports, never changes data.
+pub async fn audit(state: &AppState) -> Result<AuditSummary, SweepError> {
+    let span = tracing::info_span!("handler", function = state.metrics.function(), task = AUDIT_TASK);
+    async {
+        let started = Instant::now();
+        let report = state.cache.audit(state.cache.config().audit_max_documents, DateTime::now()).await?;
+        state.metrics.emit(&[
+            (Metric::AuditedDocuments, report.audited_documents as f64),
+            (Metric::IntegrityMismatch, report.integrity_mismatches as f64),
+            (Metric::AuditFindings, report.findings as f64),
+        ]);
+        if report.findings > 0 {
+            tracing::warn!(findings = report.findings, by_kind = ?report.findings_by_kind, "the audit found stored documents that are not as written");
+        }
+        let summary = AuditSummary { task: AUDIT_TASK, report, total_ms: started.elapsed().as_millis() as u64 };
+        tracing::info!(summary = %serde_json::to_string(&summary).unwrap_or_default(), "audit finished");
+        Ok(summary)
+    }
+    .instrument(span)
+    .await
 }
 
 /// Which kind of schedule invoked the sweeper.
