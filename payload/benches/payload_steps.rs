@@ -94,6 +94,7 @@ fn steps(c: &mut Criterion) {
     let hashes: Vec<String> = converted.iter().map(|doc| hash::hash(doc, HashForm::Jcs).expect("hashable").0).collect();
 
     let mut group = c.benchmark_group("payload_steps_40");
+    group.sample_size(30).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
     // JSON → BSON and the canonical text's SHA-256, one parse per payload (what an update does per pass).
     group.bench_function("convert_and_hash", |b| {
         b.iter(|| texts.iter().map(|text| convert_payload(text, MAX_DEPTH).expect("valid payload")).collect::<Vec<_>>())
@@ -131,9 +132,5 @@ fn steps(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group! {
-    name = benches;
-    config = Criterion::default().sample_size(30).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = steps
-}
+criterion_group!(benches, steps);
 criterion_main!(benches);

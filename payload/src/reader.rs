@@ -7,16 +7,17 @@
 //! It is the one reader of stored payloads and read responses (`domain`'s `read.rs` walks the reply with it
 //! too), chosen by measurement over the `bson` crate's raw API. Bench `payload_steps`, walking the 40
 //! stored payloads of the benchmark user and reading what a printer reads of each element (name, number,
-//! string bytes, nesting), on the shared 2-core AMD EPYC (load ~5, so absolute figures are high):
+//! string bytes, nesting); two runs on the shared 2-core AMD EPYC (load 5 to 6, so absolute figures are
+//! high, the ratios steady):
 //!
-//! | reader | `read_*` step | mean |
+//! | reader | `read_*` step | mean, two runs |
 //! |---|---|---|
-//! | this one (framing only) | `read_framing_only` | 42 µs |
-//! | `RawDocument::iter_elements()`, `RawElement::value()` when needed (lazy) | `read_iter_elements` | 204 µs |
-//! | `RawDocument::iter()` (eager `RawBsonRef`s) | `read_iter` | 254 µs |
+//! | this one (framing only) | `read_framing_only` | 42 µs, 31 µs |
+//! | `RawDocument::iter_elements()`, `RawElement::value()` when needed (lazy) | `read_iter_elements` | 204 µs, 179 µs |
+//! | `RawDocument::iter()` (eager `RawBsonRef`s) | `read_iter` | 254 µs, 187 µs |
 //!
 //! The `bson` crate checks every name as UTF-8 and re-checks each nested document's framing when its value
-//! is taken; five times this reader, far outside the 10 % that would have made it the choice. Values of
+//! is taken: five to six times this reader, far outside the 10 % that would have made it the choice. Values of
 //! the types JSON has no literal for are rare in payloads, so [`Value::decode_other`] hands those to the
 //! `bson` crate. (The cache's small driver replies, log ids and `server_time`s, are read with the `bson`
 //! crate's API: no figure depends on them.)

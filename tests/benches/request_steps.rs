@@ -37,6 +37,7 @@ fn steps(c: &mut Criterion) {
     let remembered = VerifiedPayloads::new(4 << 20);
 
     let mut group = c.benchmark_group("request_steps_40");
+    group.sample_size(30).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
     group.bench_function("parse_put_body", |b| b.iter(|| serde_json::from_slice::<PassUpdate>(&body).expect("valid body")));
     group.bench_function("validate_passes", |b| {
         b.iter(|| {
@@ -58,9 +59,5 @@ fn steps(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group! {
-    name = benches;
-    config = Criterion::default().sample_size(30).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = steps
-}
+criterion_group!(benches, steps);
 criterion_main!(benches);

@@ -25,14 +25,6 @@ impl ConvertedPayloads {
         let size = converted.bson.as_bytes().len() + converted.jcs_hash.len();
         self.0.insert(json, converted, size)
     }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]

@@ -63,6 +63,8 @@ impl<V> Generational<V> {
         value
     }
 
+    /// Entries held (both generations).
+    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         let generations = self.generations.lock().unwrap_or_else(PoisonError::into_inner);
         generations.current.len() + generations.previous.len()

@@ -42,15 +42,6 @@ impl VerifiedPayloads {
             self.0.insert(hash, Verified { alg: alg.map(Into::into), raw: raw.into(), text: text.into(), integrity }, size);
         }
     }
-
-    /// Entries held (both generations), for tests and diagnostics.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]
@@ -78,13 +69,13 @@ mod tests {
             verified.remember(&format!("hash-{i}"), None, &[0; 100], &[0; 100], Integrity::Verified);
         }
         // ~330 bytes an entry: at most three in each generation.
-        assert!(verified.len() <= 6, "{} entries", verified.len());
+        assert!(verified.0.len() <= 6, "{} entries", verified.0.len());
         let mut out = Vec::new();
         assert!(verified.copy_if_known("hash-99", None, &[0; 100], &mut out).is_some(), "the newest is kept");
         assert!(verified.copy_if_known("hash-0", None, &[0; 100], &mut out).is_none(), "the oldest is gone");
 
         let off = VerifiedPayloads::new(0);
         off.remember("h", None, b"r", b"t", Integrity::Verified);
-        assert!(off.is_empty());
+        assert_eq!(off.0.len(), 0);
     }
 }
