@@ -12,7 +12,7 @@ use domain::mongodb::bson::{rawdoc, RawArrayBuf, RawDocumentBuf};
 use domain::read::{self, Freshness};
 use domain::verified::{ConvertedPayloads, VerifiedPayloads};
 use domain::{Limits, Millis, PassKind, Selection, UserId};
-use integration_tests::bench_support::twenty_passes;
+use bench::data::twenty_passes;
 use sha2::{Digest, Sha256};
 
 fn steps(c: &mut Criterion) {
