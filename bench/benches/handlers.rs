@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion};
-use domain::{AccessConfig, CacheConfig, Settings, TicketCache};
 use bench::data::{client, log_entry, seed_user, twenty_passes};
 use bench::engine::Engine;
+use criterion::{criterion_group, criterion_main, Criterion};
+use domain::{AccessConfig, CacheConfig, Settings, TicketCache};
 use integration_tests::{unique_database, Auth, HttpEvent};
 use lambda_adapter::{AppState, Metrics, Operation};
 

@@ -83,7 +83,8 @@ fn machine_line() -> String {
     let output = |program: &str, arg: &str| {
         Command::new(program).arg(arg).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default()
     };
-    let load = std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| l.split_whitespace().next().map(str::to_owned)).unwrap_or_default();
+    let load =
+        std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| l.split_whitespace().next().map(str::to_owned)).unwrap_or_default();
     format!("{cpu}, {cores} cores, {}, {} (load average {load} at the start)", output("uname", "-srm"), output("rustc", "--version"))
 }
 
@@ -115,7 +116,8 @@ async fn run(plan: &Plan, quick: bool) -> String {
     let _ = writeln!(out, "Command: `make bench`{}  ", if quick { " (BENCH_QUICK=1)" } else { "" });
     let _ = writeln!(out, "Machine: {}  ", machine_line());
     let _ = writeln!(out, "Date: {}  ", domain::clock::format_rfc3339_millis(DateTime::now()));
-    let _ = writeln!(out, "Database: **{}** — {} (reports MongoDB {}).  ", engine.name(), engine.description, server_version(&client).await);
+    let _ =
+        writeln!(out, "Database: **{}** — {} (reports MongoDB {}).  ", engine.name(), engine.description, server_version(&client).await);
     match &peer {
         Ok(peer) => {
             let _ = writeln!(
@@ -160,21 +162,16 @@ async fn run(plan: &Plan, quick: bool) -> String {
     handler_only(&mut out, &client, &engine.uri, &config, plan).await;
 
     note("sweeper");
-    let mut sweeps = vec![
-        sweep::sweep(&client, &engine.uri, &unique_database("benchsweep"), Expiry::Legacy, plan.sweep_documents).await,
-    ];
+    let mut sweeps = vec![sweep::sweep(&client, &engine.uri, &unique_database("benchsweep"), Expiry::Legacy, plan.sweep_documents).await];
     // The stand-in hides documents past `expires_at` from every read, so only a real engine sweeps them.
     if engine.kind != EngineKind::StandIn {
-        sweeps.insert(
-            0,
-            sweep::sweep(&client, &engine.uri, &unique_database("benchsweep"), Expiry::ExpiresAt, plan.sweep_documents).await,
-        );
+        sweeps.insert(0, sweep::sweep(&client, &engine.uri, &unique_database("benchsweep"), Expiry::ExpiresAt, plan.sweep_documents).await);
     }
     sweeper(&mut out, &sweeps, engine.name());
 
     if let Some(standin) = &standin {
         note("stand-in comparison");
-        standin_comparison(&mut out, standin, &rows, plan).await;
+        standin_comparison(&mut out, standin, engine.name(), &rows, plan).await;
     }
     let _ = writeln!(out, "\nRound trips: exactly one MongoDB command per get, update and push, and no log entries in the get reply, are asserted by tests (`cache_operations`), not timed here.");
     let _ = client.database(&database).drop().await;
@@ -191,7 +188,8 @@ fn contestants(peer: Option<&Peer>) -> Vec<Contestant<'_>> {
         rust(NOOP, Op::Noop, users::GET),
     ];
     if let Some(peer) = peer {
-        let node = |label: &str, op: Op, user: i64, role: PeerRole| Contestant { label: label.into(), op, user, runner: Runner::Node(peer, role) };
+        let node =
+            |label: &str, op: Op, user: i64, role: PeerRole| Contestant { label: label.into(), op, user, runner: Runner::Node(peer, role) };
         all.extend([
             node("Node lean", Op::Get, users::GET, PeerRole::Lean),
             node("Node seed", Op::Get, users::GET, PeerRole::Seed),
@@ -231,7 +229,8 @@ fn cold_starts(out: &mut String, rows: &[Row], plan: &Plan) {
         let init = quantile(&row.cold.init, 0.5);
         let first = quantile(&row.cold.first_invoke, 0.5);
         let (lo, hi) = (quantile(&row.cold.init, 0.0), quantile(&row.cold.init, 1.0));
-        let target = if row.contestant.is_rust() && row.contestant.op != Op::Noop { verdict(init <= Duration::from_millis(20)) } else { "–" };
+        let target =
+            if row.contestant.is_rust() && row.contestant.op != Op::Noop { verdict(init <= Duration::from_millis(20)) } else { "–" };
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} – {} | {} | {} | {target} |",
@@ -280,7 +279,9 @@ fn side_by_side(out: &mut String, rows: &[Row], plan: &Plan, engine: &str, skipp
         let Some(rust) = find(rows, op, true, None) else { continue };
         let (r50, r99) = percentiles(&rust.warm.e2e);
         let versus = |label: &str| find(rows, op, false, Some(label)).map(|n| percentiles(&n.warm.e2e));
-        let cells = |node: Option<(Duration, Duration)>| node.map_or(("–".to_owned(), "–".to_owned()), |(n50, n99)| (ratio(r50, n50), ratio(r99, n99)));
+        let cells = |node: Option<(Duration, Duration)>| {
+            node.map_or(("–".to_owned(), "–".to_owned()), |(n50, n99)| (ratio(r50, n50), ratio(r99, n99)))
+        };
         let (lean, seed) = match op {
             Op::Post | Op::Noop => (None, versus("Node")),
             _ => (versus("Node lean"), versus("Node seed")),
@@ -291,7 +292,9 @@ fn side_by_side(out: &mut String, rows: &[Row], plan: &Plan, engine: &str, skipp
                 verdict(r50.as_secs_f64() <= 0.5 * n50.as_secs_f64()),
                 verdict(r99.as_secs_f64() <= 0.25 * n99.as_secs_f64())
             ),
-            (Op::Post, _, Some((n50, _))) => format!("p50 ≤ 0.4× the seed-style peer: {}", verdict(r50.as_secs_f64() <= 0.4 * n50.as_secs_f64())),
+            (Op::Post, _, Some((n50, _))) => {
+                format!("p50 ≤ 0.4× the seed-style peer: {}", verdict(r50.as_secs_f64() <= 0.4 * n50.as_secs_f64()))
+            }
             (Op::Noop, ..) => "(the harness floors)".into(),
             _ => "–".into(),
         };
@@ -390,7 +393,8 @@ async fn handler_only(out: &mut String, client: &Client, uri: &str, config: &Cac
     let get_event = |_| HttpEvent::new("GET", format!("/v1/users/{}/tickets", users::GET)).auth(Auth::user(users::GET));
     let put_path = format!("/v1/users/{}/tickets", users::PUT_RUST);
     let put_event = |_| HttpEvent::new("PUT", put_path.clone()).auth(Auth::Iam).json(&twenty_passes(None));
-    let post_event = |i: usize| HttpEvent::new("POST", format!("/v1/users/{}/logs", users::POST_RUST)).auth(Auth::Iam).json(&log_entry("passes", i));
+    let post_event =
+        |i: usize| HttpEvent::new("POST", format!("/v1/users/{}/logs", users::POST_RUST)).auth(Auth::Iam).json(&log_entry("passes", i));
     // The issue's update target names 20 hashes; the bench user has 20 passes in each array (40 hashes).
     // Both are reported: the full update, and one array of 20 passes.
     let put_one_array = |_| {
@@ -405,7 +409,13 @@ async fn handler_only(out: &mut String, client: &Client, uri: &str, config: &Cac
         ("get-tickets (every payload verified on every read)", &unremembered, Operation::GetTickets, 150, &get_event),
         ("update-tickets (unchanged payloads: conversions remembered)", &state, Operation::UpdateTickets, 400, &put_event),
         ("update-tickets (every payload converted and hashed: 40)", &unremembered, Operation::UpdateTickets, 400, &put_event),
-        ("update-tickets (one array of 20 passes, every payload converted and hashed: 20)", &unremembered, Operation::UpdateTickets, 400, &put_one_array),
+        (
+            "update-tickets (one array of 20 passes, every payload converted and hashed: 20)",
+            &unremembered,
+            Operation::UpdateTickets,
+            400,
+            &put_one_array,
+        ),
         ("push-log", &state, Operation::PushLog, 100, &post_event),
     ];
     for (f, state, op, target, event) in rows {
@@ -426,7 +436,13 @@ async fn handler_only(out: &mut String, client: &Client, uri: &str, config: &Cac
             }
         }
         let (p50, p99) = percentiles(&samples);
-        let _ = writeln!(out, "| {f} | {} | {} | ≤ {target} µs ({}) |", micros(p50), micros(p99), verdict(p50 <= Duration::from_micros(target)));
+        let _ = writeln!(
+            out,
+            "| {f} | {} | {} | ≤ {target} µs ({}) |",
+            micros(p50),
+            micros(p99),
+            verdict(p50 <= Duration::from_micros(target))
+        );
     }
 }
 
@@ -461,7 +477,7 @@ fn sweeper(out: &mut String, sweeps: &[SweepFigure], engine: &str) {
     }
 }
 
-async fn standin_comparison(out: &mut String, standin: &Engine, rows: &[Row<'_>], plan: &Plan) {
+async fn standin_comparison(out: &mut String, standin: &Engine, engine: &str, rows: &[Row<'_>], plan: &Plan) {
     let client = client(&standin.uri).await;
     let database = unique_database("benchstandin");
     let cache = TicketCache::new(&client, CacheConfig { database: database.clone(), ..CacheConfig::default() });
@@ -472,15 +488,15 @@ async fn standin_comparison(out: &mut String, standin: &Engine, rows: &[Row<'_>]
     let target = Target { uri: &standin.uri, database: &database };
     let _ = writeln!(
         out,
-        "\n## The stand-in, for comparison\n\n{}. The same warm rows ({} invocations after {} unmeasured) and the legacy sweep; its Python evaluation, not this project, dominates these figures.\n\n\
-         | operation | stand-in p50 | stand-in p99 | {} p50 (above) | {} p99 (above) |\n|---|---|---|---|---|",
+        "\n## The stand-in, for comparison\n\nDatabase: {}. The same warm rows ({} invocations after {} unmeasured) and the legacy sweep; its Python evaluation, not this project, dominates these figures.\n\n\
+         | operation | stand-in p50 | stand-in p99 | {engine} p50 (above) | {engine} p99 (above) |\n|---|---|---|---|---|",
         standin.description,
         plan.warm_invocations,
         plan.warm_up,
-        "real engine",
-        "real engine"
     );
-    for (binary, op, user) in [("get-tickets", Op::Get, users::GET), ("update-tickets", Op::Put, users::PUT_RUST), ("push-log", Op::Post, users::POST_RUST)] {
+    for (binary, op, user) in
+        [("get-tickets", Op::Get, users::GET), ("update-tickets", Op::Put, users::PUT_RUST), ("push-log", Op::Post, users::POST_RUST)]
+    {
         let contestant = Contestant { label: binary.into(), op, user, runner: Runner::Rust(binary) };
         let warm = contestant.warm(target, plan.warm_up, plan.warm_invocations).await;
         let (p50, p99) = percentiles(&warm.e2e);

@@ -29,13 +29,9 @@ impl Engine {
     /// The engine the figures are measured on, announced on stderr.
     pub fn primary() -> Engine {
         let engine = match std::env::var("MONGODB_URI").ok().filter(|u| !u.trim().is_empty()) {
-            Some(uri) => Engine {
-                uri,
-                kind: EngineKind::Uri,
-                description: "the server at MONGODB_URI".into(),
-                _documentdb: None,
-                _standin: None,
-            },
+            Some(uri) => {
+                Engine { uri, kind: EngineKind::Uri, description: "the server at MONGODB_URI".into(), _documentdb: None, _standin: None }
+            }
             None => match documentdb::launcher() {
                 Ok(launcher) => {
                     // A launcher that is there but cannot start is a broken host: measuring the stand-in instead

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use domain::mongodb::bson::{doc, DateTime, Document, RawDocumentBuf};
+use domain::mongodb::bson::{doc, Bson, DateTime, Document, RawDocumentBuf};
 use domain::mongodb::event::command::CommandEvent;
 use domain::mongodb::event::EventHandler;
 use domain::mongodb::options::ClientOptions;
@@ -18,30 +18,67 @@ fn is_envelope(name: &str) -> bool {
     name.starts_with('$') || name == "lsid" || name == "txnNumber"
 }
 
-/// The command the domain code sends for one operation, captured through command monitoring.
+/// The command the domain code sent for one operation, captured through command monitoring.
 pub struct Captured {
-    pub command: RawDocumentBuf,
+    command: Document,
+    /// The write's clock values, `timestamp` (ms) and `expires_at` (ms): a replay moves both forward, so
+    /// each replay is a newer write that stores something, not a no-op the engine could skip.
+    clock: Option<(i64, i64)>,
 }
 
-/// Runs `replace_passes` (20 + 20 passes, timestamp now) on `user` and returns the `findAndModify` it sent.
+impl Captured {
+    /// The command of the `n`-th replay.
+    fn replay_command(&self, n: usize) -> RawDocumentBuf {
+        let mut command = self.command.clone();
+        if let Some((timestamp, expires_at)) = self.clock {
+            shift_clock(&mut command, timestamp, expires_at, n as i64 + 1);
+        }
+        RawDocumentBuf::from_document(&command).expect("command encodes")
+    }
+}
+
+/// Moves every `timestamp` value (an integer) and `expires_at` value (a date) in `document` forward by `by` ms.
+fn shift_clock(document: &mut Document, timestamp: i64, expires_at: i64, by: i64) {
+    for (_, value) in document.iter_mut() {
+        shift_value(value, timestamp, expires_at, by);
+    }
+}
+
+fn shift_value(value: &mut Bson, timestamp: i64, expires_at: i64, by: i64) {
+    match value {
+        Bson::Int64(n) if *n == timestamp => *n += by,
+        Bson::DateTime(at) if at.timestamp_millis() == expires_at => *at = DateTime::from_millis(expires_at + by),
+        Bson::Document(document) => shift_clock(document, timestamp, expires_at, by),
+        Bson::Array(items) => items.iter_mut().for_each(|item| shift_value(item, timestamp, expires_at, by)),
+        _ => {}
+    }
+}
+
+/// Runs `replace_passes` (20 + 20 passes) on `user` and returns the `findAndModify` it sent.
 pub async fn capture_put(uri: &str, config: &CacheConfig, user: i64) -> Captured {
-    capture(uri, config, "findAndModify", |cache| async move {
-        let update: PassUpdate = serde_json::from_value(twenty_passes(None)).expect("valid body");
-        cache.replace_passes(UserId::new(user).expect("user id"), &update, DateTime::now()).await.expect("replace");
+    let now = DateTime::now();
+    let timestamp = now.timestamp_millis();
+    let expires_at = timestamp + config.expire_after.as_millis() as i64;
+    let command = capture(uri, config, "findAndModify", |cache| async move {
+        let update: PassUpdate = serde_json::from_value(twenty_passes(Some(timestamp))).expect("valid body");
+        cache.replace_passes(UserId::new(user).expect("user id"), &update, now).await.expect("replace");
     })
-    .await
+    .await;
+    Captured { command, clock: Some((timestamp, expires_at)) }
 }
 
-/// Runs `push_log` of the benchmark's entry on `user` and returns the `findAndModify` it sent.
+/// Runs `push_log` of the benchmark's entry on `user` and returns the `findAndModify` it sent (a replay
+/// appends the entry again and drops the oldest: a write every time).
 pub async fn capture_post(uri: &str, config: &CacheConfig, user: i64) -> Captured {
-    capture(uri, config, "findAndModify", |cache| async move {
+    let command = capture(uri, config, "findAndModify", |cache| async move {
         let entry: LogEntryInput = serde_json::from_value(log_entry("passes", 0)).expect("valid entry");
         cache.push_log(UserId::new(user).expect("user id"), &entry, DateTime::now()).await.expect("push");
     })
-    .await
+    .await;
+    Captured { command, clock: None }
 }
 
-async fn capture<F, Fut>(uri: &str, config: &CacheConfig, name: &'static str, run: F) -> Captured
+async fn capture<F, Fut>(uri: &str, config: &CacheConfig, name: &'static str, run: F) -> Document
 where
     F: FnOnce(TicketCache) -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -61,17 +98,29 @@ where
     let client = Client::with_options(options).expect("client");
     run(TicketCache::new(&client, config.clone())).await;
     let last = sent.lock().ok().and_then(|mut sent| sent.pop()).unwrap_or_else(|| panic!("no {name} was sent"));
-    let command: Document = last.into_iter().filter(|(key, _)| !is_envelope(key)).collect();
-    Captured { command: RawDocumentBuf::from_document(&command).expect("command encodes") }
+    last.into_iter().filter(|(key, _)| !is_envelope(key)).collect()
 }
 
-/// `invocations` replays of a captured command on `database` (after `warm_up` unmeasured), each timed.
+/// `invocations` replays of a captured command on `database` (after `warm_up` unmeasured), each timed
+/// from sending to its reply.
 pub async fn replay(database: &Database, captured: &Captured, warm_up: usize, invocations: usize) -> Vec<Duration> {
-    timed(warm_up, invocations, || async {
-        let reply = database.run_raw_command(captured.command.clone()).await.expect("replayed command");
-        assert!(reply.get_document("value").is_ok() || reply.contains_key("lastErrorObject"), "unexpected reply {reply}");
-    })
-    .await
+    let mut samples = Vec::with_capacity(invocations);
+    for n in 0..warm_up + invocations {
+        let command = captured.replay_command(n);
+        let started = Instant::now();
+        let reply = database.run_raw_command(command).await.expect("replayed command");
+        let took = started.elapsed();
+        assert_eq!(reply.get_f64("ok").ok().or_else(|| reply.get_i32("ok").ok().map(f64::from)), Some(1.0), "{reply}");
+        if let Some((timestamp, _)) = captured.clock {
+            // The write stored this replay's timestamp: it was not skipped as a no-op or refused as stale.
+            let stored = reply.get_document("value").ok().and_then(|v| v.get("timestamp")).and_then(Bson::as_i64);
+            assert_eq!(stored, Some(timestamp + n as i64 + 1), "replay {n}: {reply}");
+        }
+        if n >= warm_up {
+            samples.push(took);
+        }
+    }
+    samples
 }
 
 /// The read a GET sends (its filter and projection, the reply kept raw as the function keeps it).

@@ -28,9 +28,7 @@ pub enum PeerRole {
 impl Peer {
     /// Copies and installs the peer, or says why it cannot be used here.
     pub fn prepare() -> Result<Peer, String> {
-        let source = std::env::var_os("BENCH_PEER_SOURCE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace_root().join("../shared/peer"));
+        let source = std::env::var_os("BENCH_PEER_SOURCE").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("../shared/peer"));
         let source = source.canonicalize().map_err(|_| format!("no peer at {} (BENCH_PEER_SOURCE)", source.display()))?;
         let node_version = version("node")?;
         let major = node_version.trim_start_matches('v').split('.').next().and_then(|m| m.parse::<u32>().ok()).unwrap_or(0);
@@ -82,6 +80,8 @@ impl Peer {
         };
         let mut command = Command::new(&self.node);
         command.arg(self.dir.join(script)).current_dir(&self.dir).env("MONGODB_URI", uri).env("MONGODB_DB", database);
+        // Mongoose warns on every start that the model's `errors` path is reserved; it changes nothing here.
+        command.env("NODE_NO_WARNINGS", "1");
         if !mode.is_empty() {
             command.env("MODE", mode);
         }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use bench::data::twenty_passes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use domain::convert::convert_payload;
 use domain::hashing::{self, HashForm};
@@ -12,7 +13,6 @@ use domain::mongodb::bson::{rawdoc, RawArrayBuf, RawDocumentBuf};
 use domain::read::{self, Freshness};
 use domain::verified::{ConvertedPayloads, VerifiedPayloads};
 use domain::{Limits, Millis, PassKind, Selection, UserId};
-use bench::data::twenty_passes;
 use sha2::{Digest, Sha256};
 
 fn steps(c: &mut Criterion) {
