@@ -36,7 +36,8 @@ mod users {
     pub const POST_RUST: i64 = 2001;
     pub const POST_NODE: i64 = 2002;
     pub const POST_REPLAY: i64 = 2003;
-    pub const ALL: [i64; 8] = [GET, PUT_RUST, PUT_NODE_LEAN, PUT_NODE_SEED, PUT_REPLAY, POST_RUST, POST_NODE, POST_REPLAY];
+    pub const WRITE_FLOOR: i64 = 3001;
+    pub const ALL: [i64; 9] = [GET, PUT_RUST, PUT_NODE_LEAN, PUT_NODE_SEED, PUT_REPLAY, POST_RUST, POST_NODE, POST_REPLAY, WRITE_FLOOR];
 }
 
 struct Plan {
@@ -307,6 +308,7 @@ fn side_by_side(out: &mut String, rows: &[Row], plan: &Plan, engine: &str, skipp
 /// The database side, measured from the benchmark's own client (a client as the functions make one).
 struct Floors {
     minimal: Vec<Duration>,
+    minimal_write: Vec<Duration>,
     get: Vec<Duration>,
     put: Vec<Duration>,
     post: Vec<Duration>,
@@ -320,6 +322,7 @@ impl Floors {
         let post = floors::capture_post(uri, config, users::POST_REPLAY).await;
         Floors {
             minimal: floors::minimal_read(&database, &config.collection, users::GET, warm_up, n).await,
+            minimal_write: floors::minimal_write(&database, &config.collection, users::WRITE_FLOOR, warm_up, n).await,
             get: floors::get_read(&database, &config.collection, users::GET, warm_up, n).await,
             put: floors::replay(&database, &put, warm_up, n).await,
             post: floors::replay(&database, &post, warm_up, n).await,
@@ -329,6 +332,7 @@ impl Floors {
 
 fn where_the_time_goes(out: &mut String, rows: &[Row], floors: &Floors, plan: &Plan, engine: &str) {
     let (m50, m99) = percentiles(&floors.minimal);
+    let (w50, w99) = percentiles(&floors.minimal_write);
     let floor = find(rows, Op::Noop, true, None).map(|r| percentiles(&r.warm.e2e)).unwrap_or_default();
     let _ = writeln!(
         out,
@@ -338,7 +342,8 @@ fn where_the_time_goes(out: &mut String, rows: &[Row], floors: &Floors, plan: &P
          - **Same command, plain client**: what the function sent, sent {} times from the benchmark's own client on the same driver \
          (GET: the same `find` filter and projection, reply kept raw; PUT and POST: the `findAndModify` the domain code sent, captured through \
          command monitoring and replayed with `runCommand`): the database-side floor of each request.\n\
-         - **DB floor**: `findOne({{user_id}})` projecting only `timestamp` from the same client: p50 {} / p99 {}.\n\
+         - **DB floor**, from the same client: a read, `findOne({{user_id}})` projecting only `timestamp`: p50 {} / p99 {}; \
+         a write, `updateOne({{user_id}}, {{$set: {{one small field}}}})` on a benchmark user's document (the engine's commit, no pipeline): p50 {} / p99 {}.\n\
          - **Harness floor**: the Rust no-op bootstrap (`bench/src/bin/noop_bootstrap.rs`, `lambda_runtime`, no database): p50 {} / p99 {}.\n\
          - **Own share** = e2e − DB time (per invocation) − harness floor (p50 from p50, p99 from p99).\n\n\
          | operation | e2e p50 / p99 | DB time p50 / p99 | same command, plain client p50 / p99 | e2e − DB time p50 / p99 | own share p50 / p99 |\n|---|---|---|---|---|---|",
@@ -346,6 +351,8 @@ fn where_the_time_goes(out: &mut String, rows: &[Row], floors: &Floors, plan: &P
         plan.warm_invocations,
         micros(m50),
         micros(m99),
+        micros(w50),
+        micros(w99),
         micros(floor.0),
         micros(floor.1)
     );

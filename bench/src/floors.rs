@@ -145,6 +145,23 @@ pub async fn minimal_read(database: &Database, collection: &str, user: i64, warm
     .await
 }
 
+/// The floor of any write: `updateOne` by `user_id` setting one small field of the user's document (the
+/// engine's commit, without the work of an update pipeline). The field is the benchmark's own, on a user
+/// of its own.
+pub async fn minimal_write(database: &Database, collection: &str, user: i64, warm_up: usize, invocations: usize) -> Vec<Duration> {
+    let docs = database.collection::<Document>(collection);
+    let mut n = 0_i64;
+    timed(warm_up, invocations, || {
+        n += 1;
+        let docs = docs.clone();
+        async move {
+            let result = docs.update_one(doc! { "user_id": user }, doc! { "$set": { "bench_write_floor": n } }).await.expect("update");
+            assert_eq!(result.modified_count, 1, "user {user} is not stored");
+        }
+    })
+    .await
+}
+
 async fn timed<F, Fut>(warm_up: usize, invocations: usize, mut call: F) -> Vec<Duration>
 where
     F: FnMut() -> Fut,

@@ -50,11 +50,16 @@ impl Bootstrap {
         (Bootstrap { name: name.to_owned(), api, child, db_latency }, polled.duration_since(started))
     }
 
-    /// Sends one event and waits for the answer; returns it and the time from sending to receiving.
+    /// Sends one event and waits for the answer; returns it and the time from sending the event to
+    /// receiving the answer (serializing the event and parsing the answer are not timed).
     pub async fn invoke(&self, event: &Value) -> (Value, Duration) {
+        let event = event.to_string();
         let started = Instant::now();
-        let response = self.api.invoke(event, INVOKE_TIMEOUT).await.unwrap_or_else(|e| panic!("{}: {e}", self.name));
-        (response, started.elapsed())
+        let answer = self.api.invoke_text(event, INVOKE_TIMEOUT).await;
+        let took = started.elapsed();
+        let answer = answer.unwrap_or_else(|e| panic!("{}: {e}", self.name));
+        let response = serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{}: the answer is not JSON: {e}: {answer}", self.name));
+        (response, took)
     }
 
     /// [`Bootstrap::invoke`] of an HTTP event, which must answer 2xx.
