@@ -1,18 +1,19 @@
 //! `make bench`: the service benchmark. On a real engine (MONGODB_URI, else DocumentDB through its
 //! launcher, else the stand-in; `bench::engine`): binary sizes, cold starts, warm latency end to end through
 //! a local Runtime API side by side with the Node/Mongoose peer, where each request's time goes (the
-//! function's own `DbLatency`, the same command from a plain client, the harness floor), handler-only
-//! latency, and the sweeper's throughput; then the same end-to-end rows and sweep on the stand-in for
-//! comparison. Writes `bench/results.md`. `BENCH_QUICK=1` runs a small smoke version.
+//! function's own `DbLatency`, the same command from a plain client, the database and harness floors),
+//! handler-only latency, and the sweeper's throughput; then the same end-to-end rows and sweep on the
+//! stand-in for comparison. Writes `bench/results.md`. `BENCH_QUICK=1` runs a small smoke version.
 
 use std::fmt::Write as _;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bench::contestant::{Cold, Contestant, Op, Runner, Target, Warm};
+use bench::contestant::{Contestant, Op, Runner, Target};
 use bench::data::{client, log_entry, seed_user, twenty_passes};
 use bench::engine::{note, Engine, EngineKind};
-use bench::floors;
+use bench::floors::{self, DbProbe};
+use bench::interleave::{self, Probe, Samples};
 use bench::peer::{Peer, PeerRole};
 use bench::stats::{micros, millis, pairwise_minus, percentiles, quantile, ratio, verdict};
 use bench::sweep::{self, Expiry, SweepFigure};
@@ -45,13 +46,6 @@ struct Plan {
     warm_up: usize,
     warm_invocations: usize,
     sweep_documents: usize,
-}
-
-/// A contestant's figures.
-struct Row<'a> {
-    contestant: Contestant<'a>,
-    cold: Cold,
-    warm: Warm,
 }
 
 fn main() {
@@ -134,45 +128,37 @@ async fn run(plan: &Plan, quick: bool) -> String {
     }
     let _ = writeln!(
         out,
-        "Every figure is on {} unless its section says stand-in. The machine's 2 cores are shared with other work: compare rows of one run, not runs.",
+        "Every figure is on {} unless its section says stand-in. The machine's cores and disk are shared with other work: \
+         compare the rows of one table (measured interleaved), not runs.",
         engine.name()
     );
 
     sizes(&mut out);
 
     let contestants = contestants(peer.as_ref().ok());
-    let mut rows = Vec::new();
-    for contestant in contestants {
-        note(&format!("{} {}", contestant.label, contestant.op.name()));
-        let cold = contestant.cold(target, plan.cold_runs).await;
-        let warm = if contestant.op == Op::Sweep {
-            Warm { e2e: Vec::new(), db: Vec::new(), rss_mb: 0.0 }
-        } else {
-            contestant.warm(target, plan.warm_up, plan.warm_invocations).await
-        };
-        rows.push(Row { contestant, cold, warm });
-    }
-    cold_starts(&mut out, &rows, plan);
-    side_by_side(&mut out, &rows, plan, engine.name(), peer.as_ref().err());
+    note("cold starts");
+    let cold = cold_starts(&contestants, target, plan).await;
+    report_cold_starts(&mut out, &contestants, &cold, plan);
 
-    note("database-side floors");
-    let floors = Floors::measure(&engine.uri, &client, &config, plan).await;
-    where_the_time_goes(&mut out, &rows, &floors, plan, engine.name());
+    let groups = warm_groups(&contestants, &engine.uri, &client, &config, target, plan).await;
+    side_by_side(&mut out, &groups, plan, engine.name(), peer.as_ref().err());
+    where_the_time_goes(&mut out, &groups, plan, engine.name());
 
     note("handler only");
     handler_only(&mut out, &client, &engine.uri, &config, plan).await;
 
     note("sweeper");
-    let mut sweeps = vec![sweep::sweep(&client, &engine.uri, &unique_database("benchsweep"), Expiry::Legacy, plan.sweep_documents).await];
+    let mut sweeps = vec![];
     // The stand-in hides documents past `expires_at` from every read, so only a real engine sweeps them.
     if engine.kind != EngineKind::StandIn {
-        sweeps.insert(0, sweep::sweep(&client, &engine.uri, &unique_database("benchsweep"), Expiry::ExpiresAt, plan.sweep_documents).await);
+        sweeps.push(sweep::sweep(&client, &engine.uri, &unique_database("benchsweep"), Expiry::ExpiresAt, plan.sweep_documents).await);
     }
+    sweeps.push(sweep::sweep(&client, &engine.uri, &unique_database("benchsweep"), Expiry::Legacy, plan.sweep_documents).await);
     sweeper(&mut out, &sweeps, engine.name());
 
     if let Some(standin) = &standin {
         note("stand-in comparison");
-        standin_comparison(&mut out, standin, engine.name(), &rows, plan).await;
+        standin_comparison(&mut out, standin, engine.name(), &groups, plan).await;
     }
     let _ = writeln!(out, "\nRound trips: exactly one MongoDB command per get, update and push, and no log entries in the get reply, are asserted by tests (`cache_operations`), not timed here.");
     let _ = client.database(&database).drop().await;
@@ -197,15 +183,53 @@ fn contestants(peer: Option<&Peer>) -> Vec<Contestant<'_>> {
             node("Node lean", Op::Put, users::PUT_NODE_LEAN, PeerRole::Lean),
             node("Node seed", Op::Put, users::PUT_NODE_SEED, PeerRole::Seed),
             // The peer's push is the seed's `$push` in both modes.
-            node("Node (seed's $push)", Op::Post, users::POST_NODE, PeerRole::Seed),
+            node("Node (the seed's $push)", Op::Post, users::POST_NODE, PeerRole::Seed),
             node("Node noop.js", Op::Noop, users::GET, PeerRole::Noop),
         ]);
     }
     all
 }
 
-fn find<'r>(rows: &'r [Row], op: Op, rust: bool, label: Option<&str>) -> Option<&'r Row<'r>> {
-    rows.iter().find(|r| r.contestant.op == op && r.contestant.is_rust() == rust && label.is_none_or(|l| r.contestant.label.starts_with(l)))
+/// What a probe of a warm group stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Rust,
+    NodeLean,
+    /// The peer as the seed uses it (for POST and the no-op, the peer's only form).
+    NodeSeed,
+    /// The command the function sends, from the benchmark's client.
+    SameCommand,
+    ReadFloor,
+    WriteFloor,
+}
+
+fn role_of(contestant: &Contestant) -> Role {
+    match contestant.runner {
+        Runner::Rust(_) => Role::Rust,
+        Runner::Node(_, PeerRole::Lean) => Role::NodeLean,
+        Runner::Node(_, PeerRole::Seed | PeerRole::Noop) => Role::NodeSeed,
+    }
+}
+
+/// One warm group's figures: every probe measured interleaved with the others.
+struct Group {
+    op: Op,
+    rows: Vec<(Role, String, Samples)>,
+}
+
+impl Group {
+    fn samples(&self, role: Role) -> Option<&Samples> {
+        self.rows.iter().find(|(r, ..)| *r == role).map(|(_, _, s)| s)
+    }
+
+    /// p50 and p99 of a role's calls.
+    fn p(&self, role: Role) -> Option<(Duration, Duration)> {
+        self.samples(role).map(|s| percentiles(&s.e2e))
+    }
+}
+
+fn group(groups: &[Group], op: Op) -> Option<&Group> {
+    groups.iter().find(|g| g.op == op)
 }
 
 fn sizes(out: &mut String) {
@@ -217,54 +241,112 @@ fn sizes(out: &mut String) {
     }
 }
 
-fn cold_starts(out: &mut String, rows: &[Row], plan: &Plan) {
+/// Each contestant's cold starts (inits, first invocations), interleaved: round after round, one new
+/// environment of each.
+async fn cold_starts(contestants: &[Contestant<'_>], target: Target<'_>, plan: &Plan) -> Vec<(Vec<Duration>, Vec<Duration>)> {
+    let mut cold: Vec<(Vec<Duration>, Vec<Duration>)> = contestants.iter().map(|_| (Vec::new(), Vec::new())).collect();
+    for i in 0..plan.cold_runs {
+        for (contestant, (init, first)) in contestants.iter().zip(&mut cold) {
+            let (took_init, took_first) = contestant.cold_start(target, i).await;
+            init.push(took_init);
+            first.push(took_first);
+        }
+    }
+    cold
+}
+
+fn report_cold_starts(out: &mut String, contestants: &[Contestant], cold: &[(Vec<Duration>, Vec<Duration>)], plan: &Plan) {
     let _ = writeln!(
         out,
         "\n## Cold start: a new process each time, median of {}\n\n\
-         Init: process start → first `next` poll of the Runtime API (this project connects in the background during it; the peer connects before it). \
+         Init: process start → first `next` poll of the Runtime API (this project connects in the background meanwhile; the peer connects before it polls). \
          First invoke: the first event, sent at once (this project's first contact with the database completes in it).\n\n\
          | bootstrap | event | init median | init min – max | first invoke median | init + first invoke | init target ≤ 20 ms |\n|---|---|---|---|---|---|---|",
         plan.cold_runs
     );
-    for row in rows {
-        let init = quantile(&row.cold.init, 0.5);
-        let first = quantile(&row.cold.first_invoke, 0.5);
-        let (lo, hi) = (quantile(&row.cold.init, 0.0), quantile(&row.cold.init, 1.0));
-        let target =
-            if row.contestant.is_rust() && row.contestant.op != Op::Noop { verdict(init <= Duration::from_millis(20)) } else { "–" };
+    for (contestant, (init, first)) in contestants.iter().zip(cold) {
+        let (median, lo, hi) = (quantile(init, 0.5), quantile(init, 0.0), quantile(init, 1.0));
+        let first = quantile(first, 0.5);
+        let target = if contestant.is_rust() && contestant.op != Op::Noop { verdict(median <= Duration::from_millis(20)) } else { "–" };
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} – {} | {} | {} | {target} |",
-            row.contestant.label,
-            row.contestant.op.name(),
-            millis(init),
+            contestant.label,
+            contestant.op.name(),
+            millis(median),
             millis(lo),
             millis(hi),
             millis(first),
-            millis(init + first)
+            millis(median + first)
         );
     }
 }
 
-fn side_by_side(out: &mut String, rows: &[Row], plan: &Plan, engine: &str, skipped: Option<&String>) {
+/// The warm groups: GET, PUT, POST (each: this project, the peer, the same command from the benchmark's
+/// client, a database floor) and the harness floors.
+async fn warm_groups(
+    contestants: &[Contestant<'_>],
+    uri: &str,
+    client: &Client,
+    config: &CacheConfig,
+    target: Target<'_>,
+    plan: &Plan,
+) -> Vec<Group> {
+    let database = client.database(&config.database);
+    let put = floors::capture_put(uri, config, users::PUT_REPLAY).await;
+    let post = floors::capture_post(uri, config, users::POST_REPLAY).await;
+    let mut database_probes = vec![
+        (Op::Get, Role::SameCommand, "same find, plain client", DbProbe::get_read(&database, config, users::GET)),
+        (Op::Get, Role::ReadFloor, "read floor", DbProbe::minimal_read(&database, config, users::GET)),
+        (Op::Put, Role::SameCommand, "same findAndModify, plain client", DbProbe::replay(&database, put)),
+        (Op::Put, Role::WriteFloor, "write floor", DbProbe::minimal_write(&database, config, users::WRITE_FLOOR)),
+        (Op::Post, Role::SameCommand, "same findAndModify, plain client", DbProbe::replay(&database, post)),
+        (Op::Post, Role::WriteFloor, "write floor", DbProbe::minimal_write(&database, config, users::WRITE_FLOOR)),
+    ];
+    let mut groups = Vec::new();
+    for op in [Op::Get, Op::Put, Op::Post, Op::Noop] {
+        note(&format!("warm {}", op.name()));
+        let mut probes = Vec::new();
+        let mut labels = Vec::new();
+        for contestant in contestants.iter().filter(|c| c.op == op) {
+            probes.push(Probe::environment(contestant, target).await);
+            labels.push((role_of(contestant), contestant.label.clone()));
+        }
+        let (these, others): (Vec<_>, Vec<_>) = database_probes.into_iter().partition(|(of, ..)| *of == op);
+        database_probes = others;
+        for (_, role, label, probe) in these {
+            probes.push(Probe::Database(probe));
+            labels.push((role, label.to_owned()));
+        }
+        let samples = interleave::measure(&probes, plan.warm_up, plan.warm_invocations).await;
+        let rows = labels.into_iter().zip(samples).map(|((role, label), samples)| (role, label, samples)).collect();
+        groups.push(Group { op, rows });
+    }
+    groups
+}
+
+fn side_by_side(out: &mut String, groups: &[Group], plan: &Plan, engine: &str, skipped: Option<&String>) {
     let _ = writeln!(
         out,
         "\n## Warm latency end to end, side by side ({engine}; one environment each, {} invocations after {} unmeasured)\n\n\
          The same Runtime API harness (`tests/src/runtime_api.rs`), database and documents for both sides: each user holds 20 + 20 passes \
-         (~2 KiB payloads) and 100 + 100 log entries; PUT bodies carry 20 + 20 passes. \
+         (~2 KiB payloads) and 100 + 100 log entries; PUT bodies carry 20 + 20 passes. Within an operation, the rows (and the database \
+         rows of the next section) were called in turn, one call at a time, so they saw the same machine. \
          The peer's PUT has no merge by `pass_uuid` and no monotonic guard, and its POST is the seed's unbounded `$push` (its log grows with every call); \
          this project's PUT merges and guards, and its POST keeps the newest 100.\n\n\
          | operation | bootstrap | p50 | p99 | peak RSS |\n|---|---|---|---|---|",
         plan.warm_invocations, plan.warm_up
     );
-    for row in rows.iter().filter(|r| r.contestant.op != Op::Sweep) {
-        let (p50, p99) = percentiles(&row.warm.e2e);
-        let rss = if row.contestant.is_rust() && row.contestant.op != Op::Noop {
-            format!("{:.1} MB (target ≤ 40 MB: {})", row.warm.rss_mb, verdict(row.warm.rss_mb <= 40.0))
-        } else {
-            format!("{:.1} MB", row.warm.rss_mb)
-        };
-        let _ = writeln!(out, "| {} | {} | {} | {} | {rss} |", row.contestant.op.name(), row.contestant.label, micros(p50), micros(p99));
+    for group in groups {
+        for (role, label, samples) in group.rows.iter().filter(|(role, ..)| matches!(role, Role::Rust | Role::NodeLean | Role::NodeSeed)) {
+            let (p50, p99) = percentiles(&samples.e2e);
+            let rss = if *role == Role::Rust && group.op != Op::Noop {
+                format!("{:.1} MB (target ≤ 40 MB: {})", samples.rss_mb, verdict(samples.rss_mb <= 40.0))
+            } else {
+                format!("{:.1} MB", samples.rss_mb)
+            };
+            let _ = writeln!(out, "| {} | {label} | {} | {} | {rss} |", group.op.name(), micros(p50), micros(p99));
+        }
     }
     if let Some(reason) = skipped {
         let _ = writeln!(out, "\nNo Node rows: the peer was skipped ({reason}).");
@@ -276,18 +358,13 @@ fn side_by_side(out: &mut String, rows: &[Row], plan: &Plan, engine: &str, skipp
         "\n### Ratios: this project ÷ the Node peer (warm, end to end)\n\n\
          | operation | p50 ÷ lean | p99 ÷ lean | p50 ÷ seed | p99 ÷ seed | target |\n|---|---|---|---|---|---|"
     );
-    for op in [Op::Get, Op::Put, Op::Post, Op::Noop] {
-        let Some(rust) = find(rows, op, true, None) else { continue };
-        let (r50, r99) = percentiles(&rust.warm.e2e);
-        let versus = |label: &str| find(rows, op, false, Some(label)).map(|n| percentiles(&n.warm.e2e));
+    for group in groups {
+        let Some((r50, r99)) = group.p(Role::Rust) else { continue };
         let cells = |node: Option<(Duration, Duration)>| {
             node.map_or(("–".to_owned(), "–".to_owned()), |(n50, n99)| (ratio(r50, n50), ratio(r99, n99)))
         };
-        let (lean, seed) = match op {
-            Op::Post | Op::Noop => (None, versus("Node")),
-            _ => (versus("Node lean"), versus("Node seed")),
-        };
-        let target = match (op, lean, seed) {
+        let (lean, seed) = (group.p(Role::NodeLean), group.p(Role::NodeSeed));
+        let target = match (group.op, lean, seed) {
             (Op::Put, Some((n50, n99)), _) => format!(
                 "p50 ≤ 0.5× lean: {}; p99 ≤ 0.25× lean: {}",
                 verdict(r50.as_secs_f64() <= 0.5 * n50.as_secs_f64()),
@@ -299,83 +376,71 @@ fn side_by_side(out: &mut String, rows: &[Row], plan: &Plan, engine: &str, skipp
             (Op::Noop, ..) => "(the harness floors)".into(),
             _ => "–".into(),
         };
-        let (l50, l99) = cells(lean);
-        let (s50, s99) = cells(seed);
-        let _ = writeln!(out, "| {} | {l50} | {l99} | {s50} | {s99} | {target} |", op.name());
+        let ((l50, l99), (s50, s99)) = (cells(lean), cells(seed));
+        let _ = writeln!(out, "| {} | {l50} | {l99} | {s50} | {s99} | {target} |", group.op.name());
+    }
+
+    // Every write waits for the engine's commit; what each side adds above it is the part code can change.
+    let _ = writeln!(
+        out,
+        "\n### Writes above the engine's write floor (p50 − the write floor's p50, measured in the same rounds)\n\n\
+         | operation | write floor p50 | this project − floor | Node lean − floor | Node seed − floor | ratio to lean | ratio to seed |\n|---|---|---|---|---|---|---|"
+    );
+    for group in groups.iter().filter(|g| matches!(g.op, Op::Put | Op::Post)) {
+        let (Some((floor, _)), Some((r50, _))) = (group.p(Role::WriteFloor), group.p(Role::Rust)) else { continue };
+        let above = |p: Option<(Duration, Duration)>| p.map(|(p50, _)| p50.saturating_sub(floor));
+        let rust = r50.saturating_sub(floor);
+        let (lean, seed) = (above(group.p(Role::NodeLean)), above(group.p(Role::NodeSeed)));
+        let cell = |d: Option<Duration>| d.map_or("–".to_owned(), micros);
+        let ratio_to = |d: Option<Duration>| d.map_or("–".to_owned(), |d| ratio(rust, d));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            group.op.name(),
+            micros(floor),
+            micros(rust),
+            cell(lean),
+            cell(seed),
+            ratio_to(lean),
+            ratio_to(seed)
+        );
     }
 }
 
-/// The database side, measured from the benchmark's own client (a client as the functions make one).
-struct Floors {
-    minimal: Vec<Duration>,
-    minimal_write: Vec<Duration>,
-    get: Vec<Duration>,
-    put: Vec<Duration>,
-    post: Vec<Duration>,
-}
-
-impl Floors {
-    async fn measure(uri: &str, client: &Client, config: &CacheConfig, plan: &Plan) -> Floors {
-        let database = client.database(&config.database);
-        let (warm_up, n) = (plan.warm_up, plan.warm_invocations);
-        let put = floors::capture_put(uri, config, users::PUT_REPLAY).await;
-        let post = floors::capture_post(uri, config, users::POST_REPLAY).await;
-        Floors {
-            minimal: floors::minimal_read(&database, &config.collection, users::GET, warm_up, n).await,
-            minimal_write: floors::minimal_write(&database, &config.collection, users::WRITE_FLOOR, warm_up, n).await,
-            get: floors::get_read(&database, &config.collection, users::GET, warm_up, n).await,
-            put: floors::replay(&database, &put, warm_up, n).await,
-            post: floors::replay(&database, &post, warm_up, n).await,
-        }
-    }
-}
-
-fn where_the_time_goes(out: &mut String, rows: &[Row], floors: &Floors, plan: &Plan, engine: &str) {
-    let (m50, m99) = percentiles(&floors.minimal);
-    let (w50, w99) = percentiles(&floors.minimal_write);
-    let floor = find(rows, Op::Noop, true, None).map(|r| percentiles(&r.warm.e2e)).unwrap_or_default();
+fn where_the_time_goes(out: &mut String, groups: &[Group], plan: &Plan, engine: &str) {
+    let harness = group(groups, Op::Noop).and_then(|g| g.p(Role::Rust)).unwrap_or_default();
     let _ = writeln!(
         out,
         "\n## Where the time goes ({engine}, this project, warm, {} invocations)\n\n\
-         - **DB time** is each invocation's own `DbLatency` (the EMF metric the function prints on stdout: time spent awaiting the driver — \
+         - **DB time**: each invocation's own `DbLatency`, the EMF metric the function prints on stdout (time spent awaiting the driver: \
          round trip, the server's work, encoding and decoding), paired with that invocation's end-to-end time.\n\
-         - **Same command, plain client**: what the function sent, sent {} times from the benchmark's own client on the same driver \
+         - **Same command, plain client**: what the function sends, sent from the benchmark's own client on the same driver, in the same rounds \
          (GET: the same `find` filter and projection, reply kept raw; PUT and POST: the `findAndModify` the domain code sent, captured through \
-         command monitoring and replayed with `runCommand`): the database-side floor of each request.\n\
-         - **DB floor**, from the same client: a read, `findOne({{user_id}})` projecting only `timestamp`: p50 {} / p99 {}; \
-         a write, `updateOne({{user_id}}, {{$set: {{one small field}}}})` on a benchmark user's document (the engine's commit, no pipeline): p50 {} / p99 {}.\n\
+         command monitoring and replayed with `runCommand`, each PUT replay a newer write): the database side of each request on its own.\n\
+         - **DB floor**, from the same client in the same rounds: for GET a read, `findOne({{user_id}})` projecting only `timestamp`; for PUT and \
+         POST a write, `updateOne({{user_id}}, {{$set: {{one small field}}}})` on a benchmark user's document (the engine's commit, no pipeline).\n\
          - **Harness floor**: the Rust no-op bootstrap (`bench/src/bin/noop_bootstrap.rs`, `lambda_runtime`, no database): p50 {} / p99 {}.\n\
          - **Own share** = e2e − DB time (per invocation) − harness floor (p50 from p50, p99 from p99).\n\n\
-         | operation | e2e p50 / p99 | DB time p50 / p99 | same command, plain client p50 / p99 | e2e − DB time p50 / p99 | own share p50 / p99 |\n|---|---|---|---|---|---|",
+         | operation | e2e p50 / p99 | DB time p50 / p99 | same command, plain client p50 / p99 | DB floor p50 / p99 | e2e − DB time p50 / p99 | own share p50 / p99 |\n|---|---|---|---|---|---|---|",
         plan.warm_invocations,
-        plan.warm_invocations,
-        micros(m50),
-        micros(m99),
-        micros(w50),
-        micros(w99),
-        micros(floor.0),
-        micros(floor.1)
+        micros(harness.0),
+        micros(harness.1)
     );
-    for (op, same) in [(Op::Get, &floors.get), (Op::Put, &floors.put), (Op::Post, &floors.post)] {
-        let Some(row) = find(rows, op, true, None) else { continue };
-        let (e50, e99) = percentiles(&row.warm.e2e);
-        let (d50, d99) = percentiles(&row.warm.db);
-        let (s50, s99) = percentiles(same);
-        let (o50, o99) = percentiles(&pairwise_minus(&row.warm.e2e, &row.warm.db));
+    let pair = |p: Option<(Duration, Duration)>| p.map_or("–".to_owned(), |(a, b)| format!("{} / {}", micros(a), micros(b)));
+    for group in groups.iter().filter(|g| matches!(g.op, Op::Get | Op::Put | Op::Post)) {
+        let Some(rust) = group.samples(Role::Rust) else { continue };
+        let floor = group.p(Role::ReadFloor).or(group.p(Role::WriteFloor));
+        let (o50, o99) = percentiles(&pairwise_minus(&rust.e2e, &rust.db));
         let _ = writeln!(
             out,
-            "| {} | {} / {} | {} / {} | {} / {} | {} / {} | {} / {} |",
-            op.name(),
-            micros(e50),
-            micros(e99),
-            micros(d50),
-            micros(d99),
-            micros(s50),
-            micros(s99),
-            micros(o50),
-            micros(o99),
-            micros(o50.saturating_sub(floor.0)),
-            micros(o99.saturating_sub(floor.1))
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            group.op.name(),
+            pair(Some(percentiles(&rust.e2e))),
+            pair(Some(percentiles(&rust.db))),
+            pair(group.p(Role::SameCommand)),
+            pair(floor),
+            pair(Some((o50, o99))),
+            pair(Some((o50.saturating_sub(harness.0), o99.saturating_sub(harness.1))))
         );
     }
 }
@@ -484,7 +549,7 @@ fn sweeper(out: &mut String, sweeps: &[SweepFigure], engine: &str) {
     }
 }
 
-async fn standin_comparison(out: &mut String, standin: &Engine, engine: &str, rows: &[Row<'_>], plan: &Plan) {
+async fn standin_comparison(out: &mut String, standin: &Engine, engine: &str, groups: &[Group], plan: &Plan) {
     let client = client(&standin.uri).await;
     let database = unique_database("benchstandin");
     let cache = TicketCache::new(&client, CacheConfig { database: database.clone(), ..CacheConfig::default() });
@@ -495,19 +560,19 @@ async fn standin_comparison(out: &mut String, standin: &Engine, engine: &str, ro
     let target = Target { uri: &standin.uri, database: &database };
     let _ = writeln!(
         out,
-        "\n## The stand-in, for comparison\n\nDatabase: {}. The same warm rows ({} invocations after {} unmeasured) and the legacy sweep; its Python evaluation, not this project, dominates these figures.\n\n\
+        "\n## The stand-in, for comparison\n\nDatabase: {}. The same warm rows of this project ({} invocations after {} unmeasured) and the legacy sweep; \
+         the stand-in's Python evaluation, not this project, dominates these figures.\n\n\
          | operation | stand-in p50 | stand-in p99 | {engine} p50 (above) | {engine} p99 (above) |\n|---|---|---|---|---|",
-        standin.description,
-        plan.warm_invocations,
-        plan.warm_up,
+        standin.description, plan.warm_invocations, plan.warm_up,
     );
     for (binary, op, user) in
         [("get-tickets", Op::Get, users::GET), ("update-tickets", Op::Put, users::PUT_RUST), ("push-log", Op::Post, users::POST_RUST)]
     {
         let contestant = Contestant { label: binary.into(), op, user, runner: Runner::Rust(binary) };
-        let warm = contestant.warm(target, plan.warm_up, plan.warm_invocations).await;
-        let (p50, p99) = percentiles(&warm.e2e);
-        let (r50, r99) = find(rows, op, true, None).map(|r| percentiles(&r.warm.e2e)).unwrap_or_default();
+        let probes = [Probe::environment(&contestant, target).await];
+        let samples = interleave::measure(&probes, plan.warm_up, plan.warm_invocations).await;
+        let (p50, p99) = percentiles(&samples[0].e2e);
+        let (r50, r99) = group(groups, op).and_then(|g| g.p(Role::Rust)).unwrap_or_default();
         let _ = writeln!(out, "| {} | {} | {} | {} | {} |", op.name(), micros(p50), micros(p99), micros(r50), micros(r99));
     }
     let figure = sweep::sweep(&client, &standin.uri, &unique_database("benchsweep"), Expiry::Legacy, plan.sweep_documents).await;

@@ -1,5 +1,5 @@
 //! Who answers an operation in the benchmark (a release bootstrap of this project, the Node peer, or a
-//! no-op floor), how its events look, and its cold and warm figures through the Runtime API harness.
+//! no-op floor), how its events look, and its cold starts through the Runtime API harness.
 
 use std::process::Command;
 use std::time::Duration;
@@ -71,20 +71,6 @@ pub struct Contestant<'a> {
     pub runner: Runner<'a>,
 }
 
-/// Cold starts: each a new process, its init (start → first poll), then its first invocation.
-pub struct Cold {
-    pub init: Vec<Duration>,
-    pub first_invoke: Vec<Duration>,
-}
-
-/// One warm environment's invocations, each end to end through the Runtime API, with the database time
-/// the function reported for the same invocation (`DbLatency`; empty for bootstraps that report none).
-pub struct Warm {
-    pub e2e: Vec<Duration>,
-    pub db: Vec<Duration>,
-    pub rss_mb: f64,
-}
-
 impl Contestant<'_> {
     fn command(&self, target: Target) -> Command {
         match self.runner {
@@ -108,7 +94,13 @@ impl Contestant<'_> {
         matches!(self.runner, Runner::Rust(_))
     }
 
-    async fn invoke(&self, bootstrap: &Bootstrap, i: usize) -> Duration {
+    /// A new execution environment for this contestant, and its cold init.
+    pub async fn start(&self, target: Target<'_>) -> (Bootstrap, Duration) {
+        Bootstrap::start(self.name(), self.command(target)).await
+    }
+
+    /// Sends this contestant's `i`-th event; returns the time to its answer.
+    pub async fn invoke(&self, bootstrap: &Bootstrap, i: usize) -> Duration {
         let event = self.op.event(self.user, i);
         match self.op {
             // A sweep answers with its summary, not an HTTP response.
@@ -117,34 +109,9 @@ impl Contestant<'_> {
         }
     }
 
-    pub async fn cold(&self, target: Target<'_>, runs: usize) -> Cold {
-        let mut cold = Cold { init: Vec::with_capacity(runs), first_invoke: Vec::with_capacity(runs) };
-        for i in 0..runs {
-            let (bootstrap, init) = Bootstrap::start(self.name(), self.command(target)).await;
-            cold.init.push(init);
-            cold.first_invoke.push(self.invoke(&bootstrap, i).await);
-        }
-        cold
-    }
-
-    /// `invocations` measured after `warm_up` unmeasured ones, in one environment.
-    pub async fn warm(&self, target: Target<'_>, warm_up: usize, invocations: usize) -> Warm {
-        let (bootstrap, _) = Bootstrap::start(self.name(), self.command(target)).await;
-        for i in 0..warm_up {
-            self.invoke(&bootstrap, i).await;
-        }
-        let reported_before = bootstrap.db_latency_count();
-        let mut e2e = Vec::with_capacity(invocations);
-        for i in 0..invocations {
-            e2e.push(self.invoke(&bootstrap, warm_up + i).await);
-        }
-        let db = if self.is_rust() && self.op != Op::Noop {
-            let db = bootstrap.db_latencies(reported_before, invocations).await;
-            assert_eq!(db.len(), invocations, "{}: one DbLatency per invocation expected", self.label);
-            db
-        } else {
-            Vec::new()
-        };
-        Warm { e2e, db, rss_mb: bootstrap.peak_rss_mb() }
+    /// One cold start: a new environment's init, then its first invocation.
+    pub async fn cold_start(&self, target: Target<'_>, i: usize) -> (Duration, Duration) {
+        let (bootstrap, init) = self.start(target).await;
+        (init, self.invoke(&bootstrap, i).await)
     }
 }

@@ -1,5 +1,6 @@
-//! The database side of each request on its own: the command a function sends, captured from the same
-//! domain code and replayed by the same driver, and a minimal read as the floor of any round trip.
+//! The database side of each request on its own, from the benchmark's client (a client as the functions
+//! make one, on the same driver): the command a function sends, captured from the same domain code and
+//! replayed, and minimal reads and writes as the floor of any round trip.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -8,10 +9,77 @@ use domain::mongodb::bson::{doc, Bson, DateTime, Document, RawDocumentBuf};
 use domain::mongodb::event::command::CommandEvent;
 use domain::mongodb::event::EventHandler;
 use domain::mongodb::options::ClientOptions;
-use domain::mongodb::{Client, Database};
+use domain::mongodb::{Client, Collection, Database};
 use domain::{CacheConfig, LogEntryInput, PassUpdate, TicketCache, UserId};
 
 use crate::data::{log_entry, twenty_passes};
+
+/// One database call the benchmark times on its own.
+pub enum DbProbe {
+    /// `findOne({user_id})` projecting only `timestamp`: the floor of any read.
+    MinimalRead { docs: Collection<RawDocumentBuf>, user: i64 },
+    /// `updateOne({user_id}, {$set: {bench_write_floor: n}})` on a user's document: the floor of any
+    /// write (the engine's commit, without the work of an update pipeline). The field is the benchmark's.
+    MinimalWrite { docs: Collection<Document>, user: i64 },
+    /// The read a GET sends: its filter and projection, the reply kept raw as the function keeps it.
+    GetRead { docs: Collection<RawDocumentBuf>, user: i64 },
+    /// A captured command, sent again with `runCommand`.
+    Replay { database: Database, captured: Captured },
+}
+
+impl DbProbe {
+    pub fn minimal_read(database: &Database, config: &CacheConfig, user: i64) -> DbProbe {
+        DbProbe::MinimalRead { docs: database.collection(&config.collection), user }
+    }
+
+    pub fn minimal_write(database: &Database, config: &CacheConfig, user: i64) -> DbProbe {
+        DbProbe::MinimalWrite { docs: database.collection(&config.collection), user }
+    }
+
+    pub fn get_read(database: &Database, config: &CacheConfig, user: i64) -> DbProbe {
+        DbProbe::GetRead { docs: database.collection(&config.collection), user }
+    }
+
+    pub fn replay(database: &Database, captured: Captured) -> DbProbe {
+        DbProbe::Replay { database: database.clone(), captured }
+    }
+
+    /// The `n`-th call (n counts from 0 for each probe), timed from sending to the reply.
+    pub async fn call(&self, n: usize) -> Duration {
+        match self {
+            DbProbe::MinimalRead { docs, user } => {
+                let started = Instant::now();
+                let found = docs.find_one(doc! { "user_id": user }).projection(doc! { "_id": 0, "timestamp": 1 }).await;
+                let took = started.elapsed();
+                assert!(found.expect("find").is_some(), "user {user} is not stored");
+                took
+            }
+            DbProbe::MinimalWrite { docs, user } => {
+                let started = Instant::now();
+                let result = docs.update_one(doc! { "user_id": user }, doc! { "$set": { "bench_write_floor": n as i64 } }).await;
+                let took = started.elapsed();
+                assert_eq!(result.expect("update").matched_count, 1, "user {user} is not stored");
+                took
+            }
+            DbProbe::GetRead { docs, user } => {
+                let projection = doc! { "_id": 0, "timestamp": 1, "passes": 1, "passes4": 1 };
+                let started = Instant::now();
+                let found = docs.find_one(doc! { "user_id": user }).projection(projection).await;
+                let took = started.elapsed();
+                assert!(found.expect("find").is_some(), "user {user} is not stored");
+                took
+            }
+            DbProbe::Replay { database, captured } => {
+                let command = captured.replay_command(n);
+                let started = Instant::now();
+                let reply = database.run_raw_command(command).await;
+                let took = started.elapsed();
+                captured.check_reply(&reply.expect("replayed command"), n);
+                took
+            }
+        }
+    }
+}
 
 /// Fields the driver adds to a command for its session and topology; the replay's driver adds its own.
 fn is_envelope(name: &str) -> bool {
@@ -34,6 +102,16 @@ impl Captured {
             shift_clock(&mut command, timestamp, expires_at, n as i64 + 1);
         }
         RawDocumentBuf::from_document(&command).expect("command encodes")
+    }
+
+    fn check_reply(&self, reply: &Document, n: usize) {
+        let ok = reply.get_f64("ok").ok().or_else(|| reply.get_i32("ok").ok().map(f64::from));
+        assert_eq!(ok, Some(1.0), "{reply}");
+        if let Some((timestamp, _)) = self.clock {
+            // The write stored this replay's timestamp: it was neither skipped as a no-op nor refused as stale.
+            let stored = reply.get_document("value").ok().and_then(|v| v.get("timestamp")).and_then(Bson::as_i64);
+            assert_eq!(stored, Some(timestamp + n as i64 + 1), "replay {n}: {reply}");
+        }
     }
 }
 
@@ -101,80 +179,29 @@ where
     last.into_iter().filter(|(key, _)| !is_envelope(key)).collect()
 }
 
-/// `invocations` replays of a captured command on `database` (after `warm_up` unmeasured), each timed
-/// from sending to its reply.
-pub async fn replay(database: &Database, captured: &Captured, warm_up: usize, invocations: usize) -> Vec<Duration> {
-    let mut samples = Vec::with_capacity(invocations);
-    for n in 0..warm_up + invocations {
-        let command = captured.replay_command(n);
-        let started = Instant::now();
-        let reply = database.run_raw_command(command).await.expect("replayed command");
-        let took = started.elapsed();
-        assert_eq!(reply.get_f64("ok").ok().or_else(|| reply.get_i32("ok").ok().map(f64::from)), Some(1.0), "{reply}");
-        if let Some((timestamp, _)) = captured.clock {
-            // The write stored this replay's timestamp: it was not skipped as a no-op or refused as stale.
-            let stored = reply.get_document("value").ok().and_then(|v| v.get("timestamp")).and_then(Bson::as_i64);
-            assert_eq!(stored, Some(timestamp + n as i64 + 1), "replay {n}: {reply}");
-        }
-        if n >= warm_up {
-            samples.push(took);
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replay_moves_only_the_write_clock() {
+        let (timestamp, expires_at) = (1_795_600_000_000_i64, 1_798_192_000_000_i64);
+        let mut command = doc! {
+            "findAndModify": "c", "maxTimeMS": 250_i64,
+            "update": [{ "$set": {
+                "timestamp": { "$cond": [{ "$lte": ["$timestamp", timestamp] }, timestamp, "$timestamp"] },
+                "expires_at": DateTime::from_millis(expires_at),
+                "passes": [{ "payload": { "start": 1_732_400_000_001_i64, "n": 34.0 } }],
+            } }],
+        };
+        shift_clock(&mut command, timestamp, expires_at, 3);
+        let set = command.get_array("update").unwrap()[0].as_document().unwrap().get_document("$set").unwrap();
+        let guard = set.get_document("timestamp").unwrap().get_array("$cond").unwrap();
+        assert_eq!(guard[1], Bson::Int64(timestamp + 3));
+        assert_eq!(guard[0].as_document().unwrap().get_array("$lte").unwrap()[1], Bson::Int64(timestamp + 3));
+        assert_eq!(set.get_datetime("expires_at").unwrap().timestamp_millis(), expires_at + 3);
+        let payload = set.get_array("passes").unwrap()[0].as_document().unwrap().get_document("payload").unwrap();
+        assert_eq!(payload, &doc! { "start": 1_732_400_000_001_i64, "n": 34.0 });
+        assert_eq!(command.get_i64("maxTimeMS").unwrap(), 250);
     }
-    samples
-}
-
-/// The read a GET sends (its filter and projection, the reply kept raw as the function keeps it).
-pub async fn get_read(database: &Database, collection: &str, user: i64, warm_up: usize, invocations: usize) -> Vec<Duration> {
-    let raw = database.collection::<RawDocumentBuf>(collection);
-    let projection = doc! { "_id": 0, "timestamp": 1, "passes": 1, "passes4": 1 };
-    timed(warm_up, invocations, || async {
-        let found = raw.find_one(doc! { "user_id": user }).projection(projection.clone()).await.expect("find");
-        assert!(found.is_some(), "user {user} is not stored");
-    })
-    .await
-}
-
-/// The floor of any round trip: `findOne` by `user_id` (the indexed lookup every request does) returning
-/// one small field.
-pub async fn minimal_read(database: &Database, collection: &str, user: i64, warm_up: usize, invocations: usize) -> Vec<Duration> {
-    let raw = database.collection::<RawDocumentBuf>(collection);
-    timed(warm_up, invocations, || async {
-        let found = raw.find_one(doc! { "user_id": user }).projection(doc! { "_id": 0, "timestamp": 1 }).await.expect("find");
-        assert!(found.is_some(), "user {user} is not stored");
-    })
-    .await
-}
-
-/// The floor of any write: `updateOne` by `user_id` setting one small field of the user's document (the
-/// engine's commit, without the work of an update pipeline). The field is the benchmark's own, on a user
-/// of its own.
-pub async fn minimal_write(database: &Database, collection: &str, user: i64, warm_up: usize, invocations: usize) -> Vec<Duration> {
-    let docs = database.collection::<Document>(collection);
-    let mut n = 0_i64;
-    timed(warm_up, invocations, || {
-        n += 1;
-        let docs = docs.clone();
-        async move {
-            let result = docs.update_one(doc! { "user_id": user }, doc! { "$set": { "bench_write_floor": n } }).await.expect("update");
-            assert_eq!(result.modified_count, 1, "user {user} is not stored");
-        }
-    })
-    .await
-}
-
-async fn timed<F, Fut>(warm_up: usize, invocations: usize, mut call: F) -> Vec<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    for _ in 0..warm_up {
-        call().await;
-    }
-    let mut samples = Vec::with_capacity(invocations);
-    for _ in 0..invocations {
-        let started = Instant::now();
-        call().await;
-        samples.push(started.elapsed());
-    }
-    samples
 }

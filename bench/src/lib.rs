@@ -6,6 +6,7 @@ pub mod contestant;
 pub mod data;
 pub mod engine;
 pub mod floors;
+pub mod interleave;
 pub mod peer;
 pub mod process;
 pub mod stats;
