@@ -9,7 +9,6 @@
 //! the same suite runs on each engine. Every test gets its own database, so tests run in parallel against
 //! the one server.
 
-pub mod bench_support;
 pub mod binaries;
 pub mod documentdb;
 mod read_invariants;

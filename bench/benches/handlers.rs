@@ -1,12 +1,14 @@
 //! Criterion: the request → domain → response path of each HTTP function, in process, with the time
-//! spent awaiting the driver (`TicketCache::driver_time`) taken out of every sample.
+//! spent awaiting the driver (`TicketCache::driver_time`) taken out of every sample. On the engine the
+//! service benchmark uses (`bench::engine`).
 
 use std::time::{Duration, Instant};
 
+use bench::data::{client, log_entry, seed_user, twenty_passes};
+use bench::engine::Engine;
 use criterion::{criterion_group, criterion_main, Criterion};
 use domain::{AccessConfig, CacheConfig, Settings, TicketCache};
-use integration_tests::bench_support::{client, log_entry, seed_user, twenty_passes};
-use integration_tests::{unique_database, Auth, HttpEvent, StandIn};
+use integration_tests::{unique_database, Auth, HttpEvent};
 use lambda_adapter::{AppState, Metrics, Operation};
 
 /// A benchmark's name, the state it runs on, the function it exercises, and how to make its request.
@@ -14,15 +16,15 @@ type Case<'a> = (&'static str, &'a AppState, Operation, fn() -> HttpEvent);
 
 fn handlers(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let standin = StandIn::spawn(0).expect("stand-in");
+    let engine = Engine::primary();
     let (state, unremembered) = runtime.block_on(async {
-        let client = client(&standin.uri).await;
+        let client = client(&engine.uri).await;
         let config = CacheConfig { database: unique_database("criterion"), ..CacheConfig::default() };
         let cache = TicketCache::new(&client, config.clone());
         cache.ensure_indexes().await.expect("indexes");
         seed_user(&cache, 42).await;
         let settings = Settings {
-            uri: domain::UriSource::Direct(standin.uri.clone()),
+            uri: domain::UriSource::Direct(engine.uri.clone()),
             cache: config.clone(),
             access: AccessConfig::default(),
             metrics_namespace: "Bench".into(),
@@ -66,7 +68,7 @@ fn handlers(c: &mut Criterion) {
         });
     }
     group.finish();
-    drop(standin);
+    drop(engine);
 }
 
 criterion_group! {

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
+use bench::data::twenty_passes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use domain::input::{validate_passes, PassUpdate};
 use domain::mongodb::bson::{rawdoc, RawArrayBuf};
 use domain::read::{self, Freshness};
 use domain::{Limits, Millis, PassFilter, PassKind, Selection, UserId};
-use integration_tests::bench_support::twenty_passes;
 use payload::{ConvertedPayloads, VerifiedPayloads};
 
 fn steps(c: &mut Criterion) {
