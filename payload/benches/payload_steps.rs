@@ -1,5 +1,5 @@
 //! Criterion: each payload step of the update and read paths over the benchmark user's 40 payloads
-//! (`pass_payload.json`, about 1.3 KiB of JSON each), in process, so `bench/profile.md` can say where the
+//! (`pass_payload.json`, about 1.3 KiB of JSON each), in process, so `bench/README.md` can say where the
 //! handler-only time goes. The `read_*` steps compare the readers of stored BSON (see `reader.rs`).
 
 use std::time::Duration;
