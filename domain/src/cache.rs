@@ -171,13 +171,7 @@ impl TicketCache {
         // a repeat after E11000 (a concurrent first write created the document) updates that document.
         // The driver does not retry raw commands; `write` does.
         let mut budget = Budget::start(self.config.operation_timeout);
-        let reply = self
-            .write(&mut budget, WRITE_REPLACE, |limit| {
-                let mut attempt = command.clone();
-                attempt.append("maxTimeMS", limit.as_millis() as i64);
-                async move { self.db.run_raw_command(attempt).await.and_then(write_acknowledged) }
-            })
-            .await?;
+        let reply = self.write_command(&mut budget, WRITE_REPLACE, &command, write_acknowledged).await?;
         let (outcome, timestamp) = (replace.outcome, replace.outcome.timestamp);
         if changed_count(&reply) > 0 {
             return Ok(outcome);
@@ -241,6 +235,23 @@ impl TicketCache {
             "upsert": true,
         };
         Ok(PreparedReplace { statement, outcome })
+    }
+
+    /// Runs a raw write command under [`TicketCache::write`]'s retries, each attempt with its `maxTimeMS`;
+    /// `reply` turns a reply into the driver's error where the command reports one inside `ok: 1`.
+    async fn write_command(
+        &self,
+        budget: &mut Budget,
+        kind: WriteKind,
+        command: &RawDocumentBuf,
+        reply: fn(Document) -> mongodb::error::Result<Document>,
+    ) -> Result<Document, CacheError> {
+        self.write(budget, kind, |limit| {
+            let mut attempt = command.clone();
+            attempt.append("maxTimeMS", limit.as_millis() as i64);
+            async move { self.db.run_raw_command(attempt).await.and_then(reply) }
+        })
+        .await
     }
 
     /// A raw command does not inherit the client's write concern; this sends it explicitly.

@@ -56,13 +56,7 @@ impl TicketCache {
             self.append_write_concern(&mut command)?;
             // The whole command is repeated after a lost reply or a refusal of the command itself: every
             // statement is idempotent (`replace_passes`).
-            let reply = self
-                .write(&mut budget, WRITE_REPLACE, |limit| {
-                    let mut attempt = command.clone();
-                    attempt.append("maxTimeMS", limit.as_millis() as i64);
-                    async move { self.db.run_raw_command(attempt).await.and_then(concern_satisfied) }
-                })
-                .await?;
+            let reply = self.write_command(&mut budget, WRITE_REPLACE, &command, concern_satisfied).await?;
             changed += changed_count(&reply);
             let errors = statement_errors(&reply);
             let mut refused = Vec::new();
