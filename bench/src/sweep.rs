@@ -60,7 +60,8 @@ pub async fn sweep(client: &Client, uri: &str, database: &str, expiry: Expiry, d
         }
     };
     let docs: Vec<Document> = (0..documents as i64).map(document).collect();
-    for chunk in docs.chunks(1000) {
+    // Small batches: the stand-in handles each in one Python call, and a long one starves its monitor.
+    for chunk in docs.chunks(200) {
         collection.insert_many(chunk.to_vec()).await.expect("insert");
     }
 
