@@ -114,7 +114,12 @@ Ready. Try:
        -d '{"passes": [{"pass_uuid": "p-1", "status": "ACTIVE", "payload": {"rides": 2}}]}'
   curl -i -X POST "$BASE/push-log/v1/users/1001/logs" -H 'x-local-scope: tickets/write' -H 'content-type: application/json' \\
        -d '{"kind": "passes4", "errors": ["E1"], "id": "retry-safe-1"}'
+  curl -i "$BASE/get-tickets/v1/users/1001/tickets?status=ACTIVE,USABLE&updated_since=2026-01-01T00:00:00Z&integrity=verified" -H 'x-local-user-id: 1001'
+  curl -i -X PUT "$BASE/update-tickets/v1/tickets" -H 'x-local-scope: tickets/write' -H 'content-type: application/json' \\
+       -d '{"users": [{"user_id": 1001, "passes": [{"pass_uuid": "p-1", "status": "USED", "payload": {"rides": 3}}]}, {"user_id": 1002, "passes4": []}]}'
+  curl -i "$BASE/get-tickets/v1/admin/errors?kind=passes4" -H 'x-local-scope: tickets/admin'
   cargo lambda invoke ttl-sweeper -A 127.0.0.1 -P $PORT --data-ascii '{"source": "aws.scheduler"}'
+  cargo lambda invoke ttl-sweeper -A 127.0.0.1 -P $PORT --data-ascii '{"task": "audit"}'
 
 Identity in local mode: x-local-user-id (a reader) or x-local-scope (space-separated scopes, e.g. tickets/admin).
 Ctrl-C stops the functions$stopped_with.
