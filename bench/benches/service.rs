@@ -15,6 +15,7 @@ use bench::engine::{note, Engine, EngineKind};
 use bench::floors::{self, DbProbe};
 use bench::interleave::{self, Probe, Samples};
 use bench::peer::{Peer, PeerRole};
+use bench::process::shorten;
 use bench::stats::{micros, millis, pairwise_minus, percentiles, quantile, ratio, verdict};
 use bench::sweep::{self, Expiry, SweepFigure};
 use domain::mongodb::bson::{doc, DateTime};
@@ -59,12 +60,18 @@ fn main() {
     // The functions' runtime: one thread (`functions/*/src/main.rs`), so the handler-only figures are
     // measured as the functions run.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let report = runtime.block_on(run(&plan, quick));
+    // The handlers' and the cache's errors (a 5xx names its cause there), as the functions log them.
+    let _ = tracing::subscriber::set_global_default(lambda_adapter::startup::json_subscriber(std::io::stderr));
+    let (report, failures) = runtime.block_on(run(&plan, quick));
     print!("{report}");
     if quick {
         println!("(quick mode: bench/results.md not written)");
     } else {
         write_results(&report);
+    }
+    if !failures.is_empty() {
+        eprintln!("{} calls failed (listed at the end of the report)", failures.len());
+        std::process::exit(1);
     }
 }
 
@@ -87,7 +94,8 @@ async fn server_version(client: &Client) -> String {
     info.ok().and_then(|i| i.get_str("version").ok().map(str::to_owned)).unwrap_or_else(|| "?".into())
 }
 
-async fn run(plan: &Plan, quick: bool) -> String {
+/// The report, and every call that failed (also listed in the report).
+async fn run(plan: &Plan, quick: bool) -> (String, Vec<String>) {
     // Prepared before anything is timed: `npm ci` would load the machine.
     let peer = Peer::prepare().map_err(|reason| {
         note(&format!("the Node peer is skipped: {reason}"));
@@ -136,24 +144,33 @@ async fn run(plan: &Plan, quick: bool) -> String {
 
     let contestants = contestants(peer.as_ref().ok());
     note("cold starts");
-    let cold = cold_starts(&contestants, target, plan).await;
+    let mut failures = Vec::new();
+    let cold = cold_starts(&contestants, target, plan, &mut failures).await;
     report_cold_starts(&mut out, &contestants, &cold, plan);
 
     let groups = warm_groups(&contestants, &engine.uri, &client, &config, target, plan).await;
+    failures.extend(groups.iter().flat_map(|g| g.rows.iter().flat_map(|(.., samples)| samples.failures.iter().cloned())));
     side_by_side(&mut out, &groups, plan, engine.name(), peer.as_ref().err());
     where_the_time_goes(&mut out, &groups, plan, engine.name());
 
     note("handler only");
-    handler_only(&mut out, &client, &engine.uri, &config, plan).await;
+    handler_only(&mut out, &client, &engine.uri, &config, plan, &mut failures).await;
 
     note("sweeper");
     let mut sweeps = vec![];
     // The stand-in hides documents past `expires_at` from every read, so only a real engine sweeps them.
     if engine.kind != EngineKind::StandIn {
-        sweeps.push(sweep::sweep(&client, &engine.uri, &unique_database("benchsweep"), Expiry::ExpiresAt, plan.sweep_documents).await);
+        sweeps.push((
+            Expiry::ExpiresAt,
+            sweep::sweep(&client, &engine.uri, &unique_database("benchsweep"), Expiry::ExpiresAt, plan.sweep_documents).await,
+        ));
     }
-    sweeps.push(sweep::sweep(&client, &engine.uri, &unique_database("benchsweep"), Expiry::Legacy, plan.sweep_documents).await);
-    sweeper(&mut out, &sweeps, engine.name());
+    sweeps.push((
+        Expiry::Legacy,
+        sweep::sweep(&client, &engine.uri, &unique_database("benchsweep"), Expiry::Legacy, plan.sweep_documents).await,
+    ));
+    sweeper(&mut out, &sweeps, engine.name(), plan);
+    failures.extend(sweeps.iter().filter_map(|(_, s)| s.as_ref().err().cloned()));
 
     if let Some(standin) = &standin {
         // The real engine's figures are kept even if the comparison fails (a busy host can starve the
@@ -162,11 +179,21 @@ async fn run(plan: &Plan, quick: bool) -> String {
             write_results(&out);
         }
         note("stand-in comparison");
-        standin_comparison(&mut out, standin, engine.name(), &groups, plan).await;
+        standin_comparison(&mut out, standin, engine.name(), &groups, plan, &mut failures).await;
     }
     let _ = writeln!(out, "\nRound trips: exactly one MongoDB command per get, update and push, and no log entries in the get reply, are asserted by tests (`cache_operations`), not timed here.");
+    if !failures.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## Failures\n\n{} calls failed; their figures are left out of the rows above. The first ones:\n",
+            failures.len()
+        );
+        for failure in failures.iter().take(20) {
+            let _ = writeln!(out, "- {failure}");
+        }
+    }
     let _ = client.database(&database).drop().await;
-    out
+    (out, failures)
 }
 
 fn contestants(peer: Option<&Peer>) -> Vec<Contestant<'_>> {
@@ -247,13 +274,21 @@ fn sizes(out: &mut String) {
 
 /// Each contestant's cold starts (inits, first invocations), interleaved: round after round, one new
 /// environment of each.
-async fn cold_starts(contestants: &[Contestant<'_>], target: Target<'_>, plan: &Plan) -> Vec<(Vec<Duration>, Vec<Duration>)> {
+async fn cold_starts(
+    contestants: &[Contestant<'_>],
+    target: Target<'_>,
+    plan: &Plan,
+    failures: &mut Vec<String>,
+) -> Vec<(Vec<Duration>, Vec<Duration>)> {
     let mut cold: Vec<(Vec<Duration>, Vec<Duration>)> = contestants.iter().map(|_| (Vec::new(), Vec::new())).collect();
     for i in 0..plan.cold_runs {
         for (contestant, (init, first)) in contestants.iter().zip(&mut cold) {
             let (took_init, took_first) = contestant.cold_start(target, i).await;
             init.push(took_init);
-            first.push(took_first);
+            match took_first {
+                Ok(took) => first.push(took),
+                Err(failure) => failures.push(format!("cold start, first invoke: {failure}")),
+            }
         }
     }
     cold
@@ -349,7 +384,11 @@ fn side_by_side(out: &mut String, groups: &[Group], plan: &Plan, engine: &str, s
             } else {
                 format!("{:.1} MB", samples.rss_mb)
             };
-            let _ = writeln!(out, "| {} | {label} | {} | {} | {rss} |", group.op.name(), micros(p50), micros(p99));
+            let failed = match samples.failures.len() {
+                0 => String::new(),
+                n => format!(" — **{n} calls failed**"),
+            };
+            let _ = writeln!(out, "| {} | {label}{failed} | {} | {} | {rss} |", group.op.name(), micros(p50), micros(p99));
         }
     }
     if let Some(reason) = skipped {
@@ -454,7 +493,7 @@ fn where_the_time_goes(out: &mut String, groups: &[Group], plan: &Plan, engine: 
 /// request of the i-th call.
 type HandlerRow<'a> = (&'a str, &'a AppState, Operation, u64, &'a dyn Fn(usize) -> HttpEvent);
 
-async fn handler_only(out: &mut String, client: &Client, uri: &str, config: &CacheConfig, plan: &Plan) {
+async fn handler_only(out: &mut String, client: &Client, uri: &str, config: &CacheConfig, plan: &Plan, failures: &mut Vec<String>) {
     let settings = Settings {
         uri: domain::UriSource::Direct(uri.to_owned()),
         cache: config.clone(),
@@ -496,26 +535,30 @@ async fn handler_only(out: &mut String, client: &Client, uri: &str, config: &Cac
         ("push-log", &state, Operation::PushLog, 100, &post_event),
     ];
     for (f, state, op, target, event) in rows {
-        let mut samples = Vec::with_capacity(plan.warm_invocations);
+        let (mut samples, mut failed) = (Vec::with_capacity(plan.warm_invocations), 0);
         for i in 0..plan.warm_up + plan.warm_invocations {
             let request = event(i).request();
             let before = state.cache.driver_time();
             let started = Instant::now();
-            let status = match lambda_adapter::handlers::serve(state, op, request).await {
-                Ok(response) => response.status().as_u16(),
+            let response = match lambda_adapter::handlers::serve(state, op, request).await {
+                Ok(response) => response,
                 Err(never) => match never {},
             };
             let total = started.elapsed();
             let db = state.cache.driver_time() - before;
-            assert!(status < 300, "{f}: status {status}");
-            if i >= plan.warm_up {
+            if !response.status().is_success() {
+                let body = String::from_utf8_lossy(response.body());
+                failures.push(format!("handler only, {f}: call {i}: status {}: {}", response.status().as_u16(), shorten(&body)));
+                failed += 1;
+            } else if i >= plan.warm_up {
                 samples.push(total.saturating_sub(db));
             }
         }
         let (p50, p99) = percentiles(&samples);
+        let failed = if failed > 0 { format!(" — **{failed} calls failed**") } else { String::new() };
         let _ = writeln!(
             out,
-            "| {f} | {} | {} | ≤ {target} µs ({}) |",
+            "| {f}{failed} | {} | {} | ≤ {target} µs ({}) |",
             micros(p50),
             micros(p99),
             verdict(p50 <= Duration::from_micros(target))
@@ -523,38 +566,41 @@ async fn handler_only(out: &mut String, client: &Client, uri: &str, config: &Cac
     }
 }
 
-fn sweeper(out: &mut String, sweeps: &[SweepFigure], engine: &str) {
+fn sweeper(out: &mut String, sweeps: &[(Expiry, Result<SweepFigure, String>)], engine: &str, plan: &Plan) {
     let _ = writeln!(
         out,
         "\n## Sweeper throughput ({engine}; goal ≥ 5,000 documents/s)\n\n\
-         Expired documents inserted, then the real `ttl-sweeper` bootstrap invoked as its schedule would (production settings: at most 1,000 \
-         documents per run) until it reports nothing left.\n\n\
+         Expired documents inserted (the indexes in place, as the deployment creates them), then the real `ttl-sweeper` bootstrap invoked \
+         as its schedule would (production settings: at most 1,000 documents per run) until it reports nothing left.\n\n\
          | documents | removed by the sweeper | gone before it reached them | scheduled runs | time | documents/s | peak RSS | goal |\n|---|---|---|---|---|---|---|---|"
     );
-    for figure in sweeps {
-        let kind = match figure.expiry {
+    for (expiry, figure) in sweeps {
+        let kind = match expiry {
             Expiry::ExpiresAt => "`expires_at` in the past",
             Expiry::Legacy => "legacy: no `expires_at`, `timestamp` past the expiry",
         };
-        let _ = writeln!(
-            out,
-            "| {} {kind} | {} | {} | {} | {} | **{:.0}** | {:.1} MB | {} |",
-            figure.inserted,
-            figure.deleted,
-            figure.deleted_by_others,
-            figure.runs,
-            millis(figure.took),
-            figure.per_second(),
-            figure.rss_mb,
-            verdict(figure.per_second() >= 5_000.0)
-        );
+        let _ = match figure {
+            Ok(figure) => writeln!(
+                out,
+                "| {} {kind} | {} | {} | {} | {} | **{:.0}** | {:.1} MB | {} |",
+                figure.inserted,
+                figure.deleted,
+                figure.deleted_by_others,
+                figure.runs,
+                millis(figure.took),
+                figure.per_second(),
+                figure.rss_mb,
+                verdict(figure.per_second() >= 5_000.0)
+            ),
+            Err(failure) => writeln!(out, "| {} {kind} | **failed**: {failure} | | | | | | MISSED |", plan.sweep_documents),
+        };
     }
-    if sweeps.iter().any(|s| s.expiry == Expiry::ExpiresAt) {
+    if sweeps.iter().any(|(expiry, _)| *expiry == Expiry::ExpiresAt) {
         let _ = writeln!(out, "\nA real engine's TTL job (DocumentDB: about once a minute) deletes documents past `expires_at` too; any it took first are counted apart, not as the sweeper's.");
     }
 }
 
-async fn standin_comparison(out: &mut String, standin: &Engine, engine: &str, groups: &[Group], plan: &Plan) {
+async fn standin_comparison(out: &mut String, standin: &Engine, engine: &str, groups: &[Group], plan: &Plan, failures: &mut Vec<String>) {
     let client = client(&standin.uri).await;
     let database = unique_database("benchstandin");
     let cache = TicketCache::new(&client, CacheConfig { database: database.clone(), ..CacheConfig::default() });
@@ -576,20 +622,28 @@ async fn standin_comparison(out: &mut String, standin: &Engine, engine: &str, gr
         let contestant = Contestant { label: binary.into(), op, user, runner: Runner::Rust(binary) };
         let probes = [Probe::environment(&contestant, target).await];
         let samples = interleave::measure(&probes, plan.warm_up, plan.warm_invocations).await;
+        failures.extend(samples[0].failures.iter().map(|f| format!("stand-in: {f}")));
         let (p50, p99) = percentiles(&samples[0].e2e);
         let (r50, r99) = group(groups, op).and_then(|g| g.p(Role::Rust)).unwrap_or_default();
         let _ = writeln!(out, "| {} | {} | {} | {} | {} |", op.name(), micros(p50), micros(p99), micros(r50), micros(r99));
     }
-    let figure = sweep::sweep(&client, &standin.uri, &unique_database("benchsweep"), Expiry::Legacy, plan.sweep_documents).await;
-    let _ = writeln!(
-        out,
-        "\nSweeper on the stand-in: {} of {} legacy expired documents removed by {} scheduled runs in {} → **{:.0} documents/s**.",
-        figure.deleted,
-        figure.inserted,
-        figure.runs,
-        millis(figure.took),
-        figure.per_second()
-    );
+    match sweep::sweep(&client, &standin.uri, &unique_database("benchsweep"), Expiry::Legacy, plan.sweep_documents).await {
+        Ok(figure) => {
+            let _ = writeln!(
+                out,
+                "\nSweeper on the stand-in: {} of {} legacy expired documents removed by {} scheduled runs in {} → **{:.0} documents/s**.",
+                figure.deleted,
+                figure.inserted,
+                figure.runs,
+                millis(figure.took),
+                figure.per_second()
+            );
+        }
+        Err(failure) => {
+            let _ = writeln!(out, "\nSweeper on the stand-in: **failed**: {failure}");
+            failures.push(format!("stand-in sweep: {failure}"));
+        }
+    }
     let _ = client.database(&database).drop().await;
 }
 

@@ -99,18 +99,18 @@ impl Contestant<'_> {
         Bootstrap::start(self.name(), self.command(target)).await
     }
 
-    /// Sends this contestant's `i`-th event; returns the time to its answer.
-    pub async fn invoke(&self, bootstrap: &Bootstrap, i: usize) -> Duration {
+    /// Sends this contestant's `i`-th event; returns the time to its answer, or what went wrong.
+    pub async fn invoke(&self, bootstrap: &Bootstrap, i: usize) -> Result<Duration, String> {
         let event = self.op.event(self.user, i);
         match self.op {
             // A sweep answers with its summary, not an HTTP response.
-            Op::Sweep => bootstrap.invoke(&event).await.1,
+            Op::Sweep => bootstrap.invoke(&event).await.map(|(_, took)| took),
             _ => bootstrap.invoke_http(&event).await,
         }
     }
 
     /// One cold start: a new environment's init, then its first invocation.
-    pub async fn cold_start(&self, target: Target<'_>, i: usize) -> (Duration, Duration) {
+    pub async fn cold_start(&self, target: Target<'_>, i: usize) -> (Duration, Result<Duration, String>) {
         let (bootstrap, init) = self.start(target).await;
         (init, self.invoke(&bootstrap, i).await)
     }

@@ -44,38 +44,49 @@ impl DbProbe {
         DbProbe::Replay { database: database.clone(), captured }
     }
 
-    /// The `n`-th call (n counts from 0 for each probe), timed from sending to the reply.
-    pub async fn call(&self, n: usize) -> Duration {
+    fn name(&self) -> &'static str {
+        match self {
+            DbProbe::MinimalRead { .. } => "read floor",
+            DbProbe::MinimalWrite { .. } => "write floor",
+            DbProbe::GetRead { .. } => "GET's find",
+            DbProbe::Replay { .. } => "replayed command",
+        }
+    }
+
+    /// The `n`-th call (n counts from 0 for each probe), timed from sending to the reply, or the
+    /// database's error.
+    pub async fn call(&self, n: usize) -> Result<Duration, String> {
+        let failed = |e: domain::mongodb::error::Error| format!("{}: {e}", self.name());
         match self {
             DbProbe::MinimalRead { docs, user } => {
                 let started = Instant::now();
                 let found = docs.find_one(doc! { "user_id": user }).projection(doc! { "_id": 0, "timestamp": 1 }).await;
                 let took = started.elapsed();
-                assert!(found.expect("find").is_some(), "user {user} is not stored");
-                took
+                assert!(found.map_err(failed)?.is_some(), "user {user} is not stored");
+                Ok(took)
             }
             DbProbe::MinimalWrite { docs, user } => {
                 let started = Instant::now();
                 let result = docs.update_one(doc! { "user_id": user }, doc! { "$set": { "bench_write_floor": n as i64 } }).await;
                 let took = started.elapsed();
-                assert_eq!(result.expect("update").matched_count, 1, "user {user} is not stored");
-                took
+                assert_eq!(result.map_err(failed)?.matched_count, 1, "user {user} is not stored");
+                Ok(took)
             }
             DbProbe::GetRead { docs, user } => {
                 let projection = doc! { "_id": 0, "timestamp": 1, "passes": 1, "passes4": 1 };
                 let started = Instant::now();
                 let found = docs.find_one(doc! { "user_id": user }).projection(projection).await;
                 let took = started.elapsed();
-                assert!(found.expect("find").is_some(), "user {user} is not stored");
-                took
+                assert!(found.map_err(failed)?.is_some(), "user {user} is not stored");
+                Ok(took)
             }
             DbProbe::Replay { database, captured } => {
                 let command = captured.replay_command(n);
                 let started = Instant::now();
                 let reply = database.run_raw_command(command).await;
                 let took = started.elapsed();
-                captured.check_reply(&reply.expect("replayed command"), n);
-                took
+                captured.check_reply(&reply.map_err(failed)?, n);
+                Ok(took)
             }
         }
     }

@@ -17,13 +17,16 @@ pub enum Probe<'a> {
     Database(DbProbe),
 }
 
-/// A probe's figures: each call end to end, and for this project's functions the database time each
-/// invocation reported itself (`DbLatency`, same order).
+/// A probe's figures: each successful call end to end, and for this project's functions the database
+/// time each invocation reported itself (`DbLatency`, same order; only when no call failed, since a
+/// failed call may report none).
 #[derive(Default)]
 pub struct Samples {
     pub e2e: Vec<Duration>,
     pub db: Vec<Duration>,
     pub rss_mb: f64,
+    /// What went wrong in the calls that failed (warm-up included).
+    pub failures: Vec<String>,
 }
 
 impl<'a> Probe<'a> {
@@ -33,7 +36,7 @@ impl<'a> Probe<'a> {
         Probe::Environment { contestant, bootstrap }
     }
 
-    async fn call(&self, n: usize) -> Duration {
+    async fn call(&self, n: usize) -> Result<Duration, String> {
         match self {
             Probe::Environment { contestant, bootstrap } => contestant.invoke(bootstrap, n).await,
             Probe::Database(probe) => probe.call(n).await,
@@ -47,9 +50,12 @@ impl<'a> Probe<'a> {
 
 /// `warm_up` unmeasured rounds, then `rounds` measured ones; one [`Samples`] per probe, in order.
 pub async fn measure(probes: &[Probe<'_>], warm_up: usize, rounds: usize) -> Vec<Samples> {
+    let mut samples: Vec<Samples> = probes.iter().map(|_| Samples { e2e: Vec::with_capacity(rounds), ..Samples::default() }).collect();
     for n in 0..warm_up {
-        for probe in probes {
-            probe.call(n).await;
+        for (probe, samples) in probes.iter().zip(&mut samples) {
+            if let Err(failure) = probe.call(n).await {
+                samples.failures.push(failure);
+            }
         }
     }
     let reported_before: Vec<usize> = probes
@@ -59,16 +65,18 @@ pub async fn measure(probes: &[Probe<'_>], warm_up: usize, rounds: usize) -> Vec
             Probe::Database(_) => 0,
         })
         .collect();
-    let mut samples: Vec<Samples> = probes.iter().map(|_| Samples { e2e: Vec::with_capacity(rounds), ..Samples::default() }).collect();
     for n in warm_up..warm_up + rounds {
         for (probe, samples) in probes.iter().zip(&mut samples) {
-            samples.e2e.push(probe.call(n).await);
+            match probe.call(n).await {
+                Ok(took) => samples.e2e.push(took),
+                Err(failure) => samples.failures.push(failure),
+            }
         }
     }
     for ((probe, samples), before) in probes.iter().zip(&mut samples).zip(reported_before) {
         if let Probe::Environment { contestant, bootstrap } = probe {
             samples.rss_mb = bootstrap.peak_rss_mb();
-            if probe.reports_db_time() {
+            if probe.reports_db_time() && samples.failures.is_empty() {
                 samples.db = bootstrap.db_latencies(before, rounds).await;
                 assert_eq!(samples.db.len(), rounds, "{}: one DbLatency per invocation expected", contestant.label);
             }

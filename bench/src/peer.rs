@@ -10,7 +10,6 @@ use integration_tests::workspace_root;
 /// An installed copy of the peer.
 pub struct Peer {
     pub dir: PathBuf,
-    pub node: PathBuf,
     pub node_version: String,
 }
 
@@ -68,7 +67,7 @@ impl Peer {
             Ok(output) => return Err(format!("mongoose does not load: {}", tail(&output))),
             Err(e) => return Err(format!("node: {e}")),
         }
-        Ok(Peer { dir, node: PathBuf::from("node"), node_version })
+        Ok(Peer { dir, node_version })
     }
 
     /// The command that starts the peer in `role` against `uri`, database `database`.
@@ -78,7 +77,7 @@ impl Peer {
             PeerRole::Seed => ("bootstrap.js", "seed"),
             PeerRole::Noop => ("noop.js", ""),
         };
-        let mut command = Command::new(&self.node);
+        let mut command = Command::new("node");
         command.arg(self.dir.join(script)).current_dir(&self.dir).env("MONGODB_URI", uri).env("MONGODB_DB", database);
         // Mongoose warns on every start that the model's `errors` path is reserved; it changes nothing here.
         command.env("NODE_NO_WARNINGS", "1");

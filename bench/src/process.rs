@@ -30,14 +30,19 @@ impl Bootstrap {
         let mut child = command.spawn().unwrap_or_else(|e| panic!("{name}: {e}"));
         let db_latency = Arc::new(Mutex::new(Vec::new()));
         if let Some(stdout) = child.stdout.take() {
-            let sink = db_latency.clone();
-            // Drains stdout (a full pipe would block the function) and keeps the database time each
-            // request reported: one EMF line with `DbLatency` (milliseconds) per get, update and push.
+            let (sink, name) = (db_latency.clone(), name.to_owned());
+            // Drains stdout (a full pipe would block the function), keeps the database time each request
+            // reported (one EMF line with `DbLatency`, in milliseconds, per get, update and push), and
+            // passes the function's warnings and errors on to stderr.
             std::thread::spawn(move || {
                 for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    let reported = serde_json::from_str::<Value>(&line).ok().and_then(|v| v.get("DbLatency")?.as_f64());
-                    if let (Some(ms), Ok(mut sink)) = (reported, sink.lock()) {
-                        sink.push(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+                    let Ok(value) = serde_json::from_str::<Value>(&line) else { continue };
+                    if let Some(ms) = value.get("DbLatency").and_then(Value::as_f64) {
+                        if let Ok(mut sink) = sink.lock() {
+                            sink.push(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+                        }
+                    } else if matches!(value.get("level").and_then(Value::as_str), Some("WARN" | "ERROR")) {
+                        eprintln!("[{name}] {line}");
                     }
                 }
             });
@@ -51,23 +56,28 @@ impl Bootstrap {
     }
 
     /// Sends one event and waits for the answer; returns it and the time from sending the event to
-    /// receiving the answer (serializing the event and parsing the answer are not timed).
-    pub async fn invoke(&self, event: &Value) -> (Value, Duration) {
+    /// receiving the answer (serializing the event and parsing the answer are not timed), or why no answer
+    /// came (an error reported to the Runtime API, a timeout).
+    pub async fn invoke(&self, event: &Value) -> Result<(Value, Duration), String> {
         let event = event.to_string();
         let started = Instant::now();
         let answer = self.api.invoke_text(event, INVOKE_TIMEOUT).await;
         let took = started.elapsed();
-        let answer = answer.unwrap_or_else(|e| panic!("{}: {e}", self.name));
-        let response = serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{}: the answer is not JSON: {e}: {answer}", self.name));
-        (response, took)
+        let answer = answer.map_err(|e| format!("{}: {}", self.name, shorten(&e)))?;
+        let response =
+            serde_json::from_str(&answer).map_err(|e| format!("{}: the answer is not JSON ({e}): {}", self.name, shorten(&answer)))?;
+        Ok((response, took))
     }
 
-    /// [`Bootstrap::invoke`] of an HTTP event, which must answer 2xx.
-    pub async fn invoke_http(&self, event: &Value) -> Duration {
-        let (response, took) = self.invoke(event).await;
+    /// [`Bootstrap::invoke`] of an HTTP event: the time to a 2xx answer, or what came instead.
+    pub async fn invoke_http(&self, event: &Value) -> Result<Duration, String> {
+        let (response, took) = self.invoke(event).await?;
         let status = response["statusCode"].as_u64().unwrap_or(0);
-        assert!((200..300).contains(&status), "{}: {response}", self.name);
-        took
+        if (200..300).contains(&status) {
+            Ok(took)
+        } else {
+            Err(format!("{}: status {status}: {}", self.name, shorten(&response["body"].to_string())))
+        }
     }
 
     /// How many `DbLatency` values the process has reported so far.
@@ -100,5 +110,13 @@ impl Drop for Bootstrap {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// At most 300 characters of a message, for reports.
+pub fn shorten(text: &str) -> String {
+    match text.char_indices().nth(300) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
     }
 }
