@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 REQUIREMENTS := $(wildcard tests/mongo-standin/requirements.txt infra/requirements.txt requirements-tools.txt)
 FUNCTIONS := get-tickets update-tickets push-log ttl-sweeper
 
-.PHONY: help venv test test-rust test-engine test-standin test-python run build check-build bench bench-quick fuzz deploy lint clean
+.PHONY: help venv test test-rust test-engine test-standin test-python openapi run build check-build bench bench-quick fuzz deploy lint clean
 
 help:
 	@echo "make run     - local stack: MongoDB (MONGODB_URI, else DocumentDB when its launcher is here, else the stand-in;"
@@ -15,6 +15,7 @@ help:
 	@echo "make test    - every test (Rust workspace on a real engine, integration tests on the stand-in too, the stand-in's"
 	@echo "               own tests, infra checks) + make build; the command CI runs"
 	@echo "make test-rust / test-python - the quicker subsets (test-rust = test-engine + test-standin)"
+	@echo "make openapi - regenerate api/openapi.json (the HTTP contract) from the code"
 	@echo "make build   - release bootstraps with cargo lambda (x86_64 here; see infra/README.md for arm64) + glibc/size check"
 	@echo "make bench   - benchmarks (writes bench/results.md); BENCH_QUICK=1 for a smoke run"
 	@echo "make fuzz    - bounded cargo-fuzz runs"
@@ -44,7 +45,12 @@ test-standin: venv
 	TEST_MONGODB=standin MONGO_STANDIN_PYTHON=$(CURDIR)/$(PY) cargo test --workspace --locked --no-fail-fast --test '*'
 
 test-python: venv
-	$(PY) -m pytest -q tests/mongo-standin $(wildcard infra/tests)
+	$(PY) -m pytest -q tests/mongo-standin $(wildcard infra/tests) api/tests
+
+# The HTTP contract, generated from the code (openapi::tests fails when the committed file differs).
+openapi:
+	cargo run --quiet --locked -p lambda-adapter --bin openapi > api/openapi.json.new
+	mv api/openapi.json.new api/openapi.json
 
 # DB=standin: the in-memory stand-in instead of DocumentDB (MONGODB_URI wins over both).
 run: venv
