@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 REQUIREMENTS := $(wildcard tests/mongo-standin/requirements.txt infra/requirements.txt requirements-tools.txt)
 FUNCTIONS := get-tickets update-tickets push-log ttl-sweeper
 
-.PHONY: help venv test test-rust test-engine test-standin test-python openapi run build check-build bench bench-quick fuzz deploy lint clean
+.PHONY: help venv test test-rust test-engine test-standin test-python openapi contract run build check-build bench bench-quick fuzz deploy lint clean
 
 help:
 	@echo "make run     - local stack: MongoDB (MONGODB_URI, else DocumentDB when its launcher is here, else the stand-in;"
@@ -16,6 +16,7 @@ help:
 	@echo "               own tests, infra checks) + make build; the command CI runs"
 	@echo "make test-rust / test-python - the quicker subsets (test-rust = test-engine + test-standin)"
 	@echo "make openapi - regenerate api/openapi.json (the HTTP contract) from the code"
+	@echo "make contract - schemathesis against the service as make run serves it (its own ports); prints the summary"
 	@echo "make build   - release bootstraps with cargo lambda (x86_64 here; see infra/README.md for arm64) + glibc/size check"
 	@echo "make bench   - benchmarks (writes bench/results.md); BENCH_QUICK=1 for a smoke run"
 	@echo "make fuzz    - bounded cargo-fuzz runs"
@@ -51,6 +52,10 @@ test-python: venv
 openapi:
 	cargo run --quiet --locked -p lambda-adapter --bin openapi > api/openapi.json.new
 	mv api/openapi.json.new api/openapi.json
+
+# schemathesis against the running service (its own ports; api/contract/identities.py: local-mode identities).
+contract: venv
+	DB="$(DB)" bash infra/local/contract.sh
 
 # DB=standin: the in-memory stand-in instead of DocumentDB (MONGODB_URI wins over both).
 run: venv

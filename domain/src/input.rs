@@ -146,6 +146,9 @@ impl<'de> de::Visitor<'de> for PassInputVisitor {
 /// monotonic: an update older than the stored `timestamp` is refused (409).
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(json!({ "passes": [
+    { "pass_uuid": "p-1", "status": "ACTIVE", "free_ticket_status": 0, "payload": { "fare": { "amount": 2.75, "currency": "USD" }, "rides": 1 } }
+], "passes4": [] })))]
 pub struct PassUpdate {
     /// The update's time (default: the server's clock), at most `max_clock_skew` ahead of it.
     #[serde(default)]
@@ -192,6 +195,7 @@ impl BulkEntry {
 /// newest `LOG_CAP` entries; `errors` and `data` together take at most 8 KiB as JSON.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(json!({ "kind": "passes", "errors": [{ "code": "BM_TIMEOUT", "message": "upstream timeout" }], "id": "retry-safe-1" })))]
 pub struct LogEntryInput {
     pub kind: PassKind,
     /// The errors, each any JSON value (an error's `code`, or the error itself when it is a string,

@@ -154,19 +154,27 @@ pub const MAX_BULK_BODY_BYTES: usize = 6 * 1024 * 1024;
 /// for itself instead of failing the others.
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(json!({ "users": [
+    { "user_id": 1001, "timestamp": 1795636734000_i64, "passes": [{ "pass_uuid": "p-1", "status": "ACTIVE", "payload": { "rides": 2 } }] },
+    { "user_id": 1002, "passes4": [{ "pass_uuid": "p-2", "status": "USABLE", "payload": { "zone": "B" } }] }
+] })))]
 pub struct BulkBody {
     #[schema(schema_with = bulk_users)]
     users: Vec<Box<serde_json::value::RawValue>>,
 }
 
-/// 1 to [`MAX_BULK_USERS`] entries, at most one per user.
+/// 1 to [`MAX_BULK_USERS`] entries, at most one per user. An entry is a [`BulkEntry`], but any value is
+/// accepted and answered in its own result (422 when it is not a valid entry), so the contract cannot
+/// refuse other values: the schema says `BulkEntry` or anything else.
 fn bulk_users() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, ArrayBuilder, ObjectBuilder, SchemaType};
     use utoipa::ToSchema;
-    utoipa::openapi::schema::ArrayBuilder::new()
-        .items(utoipa::openapi::Ref::from_schema_name(BulkEntry::name()))
-        .min_items(Some(1))
-        .max_items(Some(MAX_BULK_USERS))
-        .into()
+    let entry = AnyOfBuilder::new().item(utoipa::openapi::Ref::from_schema_name(BulkEntry::name())).item(
+        ObjectBuilder::new()
+            .schema_type(SchemaType::AnyValue)
+            .description(Some("Anything else: answered in its result (422 `validation_failed`), the other entries are written")),
+    );
+    ArrayBuilder::new().items(entry).min_items(Some(1)).max_items(Some(MAX_BULK_USERS)).into()
 }
 
 async fn bulk_update_tickets(state: &AppState, request: &Request) -> Result<Response<Body>, ApiError> {

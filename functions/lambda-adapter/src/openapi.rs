@@ -16,6 +16,7 @@ use lambda_http::http::StatusCode;
 use serde::Serialize;
 use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::link::{Link, LinkBuilder};
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, Parameter, ParameterBuilder, ParameterIn, PathItem};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::{Response, ResponseBuilder};
@@ -44,7 +45,7 @@ pub struct GatewayMessage {
 /// The contract as pretty-printed JSON, ending in a newline (the form `api/openapi.json` is committed in).
 pub fn json() -> Result<String, RouteTableError> {
     let mut value = serde_json::to_value(document()?).unwrap_or_default();
-    require_headers(&mut value);
+    complete(&mut value);
     let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
     text.push('\n');
     Ok(text)
@@ -320,9 +321,19 @@ fn successes(route: &Route) -> Vec<(StatusCode, Response)> {
                 with_cache_headers(ResponseBuilder::new().description("`If-None-Match` names the current ETag: no body.")).build(),
             ),
         ],
-        Operation::UpdateTickets => vec![(success, json_response("Stored.", reference::<TicketsReplaced>()).build())],
+        Operation::UpdateTickets => vec![(
+            success,
+            json_response("Stored.", reference::<TicketsReplaced>())
+                .link("read_back", link(Operation::GetTickets, "The passes just stored.", "$response.body#/user_id"))
+                .build(),
+        )],
         Operation::PushLog => vec![
-            (success, json_response("Appended.", reference::<LogPushed>()).build()),
+            (
+                success,
+                json_response("Appended.", reference::<LogPushed>())
+                    .link("errors_of_user", link(Operation::ErrorReport, "The user's logged errors.", "$response.body#/user_id"))
+                    .build(),
+            ),
             (
                 StatusCode::OK,
                 json_response("An entry with this `id` was already logged: nothing appended.", reference::<LogPushed>()).build(),
@@ -334,10 +345,16 @@ fn successes(route: &Route) -> Vec<(StatusCode, Response)> {
                 "Every entry answered for itself, in request order: 200, or the status and error a single PUT of it would have had.",
                 reference::<BulkReplaced>(),
             )
+            .link("read_back_first", link(Operation::GetTickets, "The first entry's passes.", "$response.body#/results/0/user_id"))
             .build(),
         )],
         Operation::ErrorReport => vec![(success, json_response("The report.", reference::<ErrorReport>()).build())],
     }
+}
+
+/// A link (stateful testing, client generators) to `operation` for the user `user_id` names.
+fn link(operation: Operation, description: &str, user_id: &str) -> Link {
+    LinkBuilder::new().operation_id(operation_id(operation)).parameter("user_id", user_id).description(description).build()
 }
 
 /// Every error an operation can answer, as the [`ApiError`] values it can produce; their statuses and
@@ -434,14 +451,25 @@ fn error_schema(codes: &[&'static str]) -> RefOr<Schema> {
     AllOfBuilder::new().item(reference::<ErrorBody>()).item(narrowed).into()
 }
 
-/// utoipa 5's header object has no `required`; every header this contract names is always sent.
-fn require_headers(document: &mut serde_json::Value) {
+/// Two gaps of utoipa 5.5's model, closed on the serialized document: its header object has no
+/// `required` (every header this contract names is always sent), and it writes a link's `operationId`
+/// as `operation_id` (openapi-spec-validator refuses that).
+fn complete(document: &mut serde_json::Value) {
     let Some(paths) = document.get_mut("paths").and_then(|p| p.as_object_mut()) else { return };
     for operation in paths.values_mut().filter_map(|item| item.as_object_mut()).flat_map(|item| item.values_mut()) {
         let Some(responses) = operation.get_mut("responses").and_then(|r| r.as_object_mut()) else { continue };
-        for headers in responses.values_mut().filter_map(|r| r.get_mut("headers")).filter_map(|h| h.as_object_mut()) {
-            for header in headers.values_mut().filter_map(|h| h.as_object_mut()) {
-                header.insert("required".into(), true.into());
+        for response in responses.values_mut() {
+            for header in response.get_mut("headers").and_then(|h| h.as_object_mut()).into_iter().flat_map(|h| h.values_mut()) {
+                if let Some(header) = header.as_object_mut() {
+                    header.insert("required".into(), true.into());
+                }
+            }
+            for link in response.get_mut("links").and_then(|l| l.as_object_mut()).into_iter().flat_map(|l| l.values_mut()) {
+                if let Some(link) = link.as_object_mut() {
+                    if let Some(id) = link.remove("operation_id") {
+                        link.insert("operationId".into(), id);
+                    }
+                }
             }
         }
     }
