@@ -13,7 +13,7 @@ help:
 	@echo "make run     - local stack: MongoDB (MONGODB_URI, else DocumentDB when its launcher is here, else the stand-in;"
 	@echo "               DB=standin for the stand-in) + all four functions under cargo lambda watch"
 	@echo "make test    - every test (Rust workspace on a real engine, integration tests on the stand-in too, the stand-in's"
-	@echo "               own tests, infra checks) + make build; the command CI runs"
+	@echo "               own tests, infra and contract checks, make contract) + make build; the command CI runs"
 	@echo "make test-rust / test-python - the quicker subsets (test-rust = test-engine + test-standin)"
 	@echo "make openapi - regenerate api/openapi.json (the HTTP contract) from the code"
 	@echo "make contract - schemathesis against the service as make run serves it (its own ports); prints the summary"
@@ -30,8 +30,8 @@ $(VENV)/.installed: $(REQUIREMENTS)
 venv: $(VENV)/.installed
 
 # CI runs this: the release bootstraps built and checked first (glibc ≤ 2.34, sizes; the fleet test runs
-# them), then every test.
-test: venv build test-rust test-python
+# them), then every test, then the contract fuzzing (about 4 minutes).
+test: venv build test-rust test-python contract
 
 # The whole Rust suite on the first engine the harness finds (MONGODB_URI, MongoDB 7 on Docker, DocumentDB through
 # ../shared/documentdb, the stand-in: README "Engines"), then the integration tests again on the stand-in, which is

@@ -4,7 +4,7 @@
 # summary; exits non-zero on any failure or error.
 #   CONTRACT_PORT (9010; the gateway on +1), CONTRACT_DOCUMENTDB_PORT (10264), DB (as for make run),
 #   CONTRACT_EXAMPLES (examples per operation and phase, 50), CONTRACT_SEED (fixed: a CI run is repeatable),
-#   CONTRACT_MAX_TIME (seconds for the whole run, 300).
+#   CONTRACT_MAX_TIME (seconds for the whole run, 180).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -22,7 +22,9 @@ stop() {
 trap stop EXIT INT TERM
 
 echo "starting the service as make run does (log: kept on failure)…"
-PORT=$PORT API_PORT=$((PORT + 1)) DOCUMENTDB_PORT=${CONTRACT_DOCUMENTDB_PORT:-10264} bash infra/local/run.sh >"$log" 2>&1 &
+# --ignore-changes: an edit in the tree during a run must not restart the functions under the fuzzer.
+PORT=$PORT API_PORT=$((PORT + 1)) DOCUMENTDB_PORT=${CONTRACT_DOCUMENTDB_PORT:-10264} WATCH_ARGS=--ignore-changes \
+  bash infra/local/run.sh >"$log" 2>&1 &
 stack=$!
 api=""
 for _ in $(seq 1 600); do
@@ -45,7 +47,7 @@ status=0
   SCHEMATHESIS_HOOKS=identities schemathesis run ../openapi.json --url "$api" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance,negative_data_rejection \
     --phases examples,coverage,fuzzing,stateful --mode all \
-    --max-examples "${CONTRACT_EXAMPLES:-50}" --seed "${CONTRACT_SEED:-16}" --max-time "${CONTRACT_MAX_TIME:-300}" \
+    --max-examples "${CONTRACT_EXAMPLES:-50}" --seed "${CONTRACT_SEED:-16}" --max-time "${CONTRACT_MAX_TIME:-180}" \
     --workers 1 --request-timeout 30 --suppress-health-check too_slow
 ) || status=$?
 if [ "$status" -ne 0 ]; then

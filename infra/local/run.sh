@@ -90,7 +90,9 @@ quote() { local v=${1//\\/\\\\}; printf '"%s"' "${v//\"/\\\"}"; }
 
 echo "building the functions…"
 cargo build --quiet --bins
-cargo lambda watch --quiet -A 127.0.0.1 -P "$PORT" --env-file "$workdir/env" &
+# WATCH_ARGS: more `cargo lambda watch` options (`make contract` passes --ignore-changes: no reload mid-run).
+# shellcheck disable=SC2086
+cargo lambda watch --quiet -A 127.0.0.1 -P "$PORT" --env-file "$workdir/env" ${WATCH_ARGS:-} &
 pids+=($!)
 for _ in $(seq 1 120); do
   (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break

@@ -42,11 +42,20 @@ pub struct GatewayMessage {
     pub message: String,
 }
 
+/// Why the contract cannot be written.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenApiError {
+    #[error(transparent)]
+    Routes(#[from] RouteTableError),
+    #[error("the document does not serialize: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
 /// The contract as pretty-printed JSON, ending in a newline (the form `api/openapi.json` is committed in).
-pub fn json() -> Result<String, RouteTableError> {
-    let mut value = serde_json::to_value(document()?).unwrap_or_default();
+pub fn json() -> Result<String, OpenApiError> {
+    let mut value = serde_json::to_value(document()?)?;
     complete(&mut value);
-    let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
+    let mut text = serde_json::to_string_pretty(&value)?;
     text.push('\n');
     Ok(text)
 }
@@ -196,14 +205,9 @@ fn operation(route: &Route) -> utoipa::openapi::path::Operation {
     builder.build()
 }
 
-fn operation_id(op: Operation) -> &'static str {
-    match op {
-        Operation::GetTickets => "get_tickets",
-        Operation::UpdateTickets => "update_tickets",
-        Operation::PushLog => "push_log",
-        Operation::BulkUpdateTickets => "bulk_update_tickets",
-        Operation::ErrorReport => "error_report",
-    }
+/// The operation's name in the route table (`functions/routes.json`).
+fn operation_id(op: Operation) -> String {
+    serde_json::to_value(op).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 fn summary(op: Operation) -> &'static str {
