@@ -77,8 +77,9 @@ pub struct BulkResult {
     pub status: u16,
 }
 
-/// `GET /v1/users/{user_id}/tickets`. Printed by `domain::read` straight from the stored BSON (not
-/// serialized from this type, which describes that text for the contract).
+/// `GET /v1/users/{user_id}/tickets`: the user's cached passes, never the logs.
+// `domain::read` prints this body straight from the stored BSON; this type only describes that text for
+// the contract (`make contract` checks real answers against it).
 #[derive(Debug, Clone, ToSchema)]
 #[allow(dead_code)]
 pub struct Tickets {
