@@ -7,14 +7,16 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 REQUIREMENTS := $(wildcard tests/mongo-standin/requirements.txt infra/requirements.txt requirements-tools.txt)
 FUNCTIONS := get-tickets update-tickets push-log ttl-sweeper
 
-.PHONY: help venv test test-rust test-engine test-standin test-python run build check-build bench bench-quick fuzz deploy lint clean
+.PHONY: help venv test test-rust test-engine test-standin test-python openapi contract run build check-build bench bench-quick fuzz deploy lint clean
 
 help:
 	@echo "make run     - local stack: MongoDB (MONGODB_URI, else DocumentDB when its launcher is here, else the stand-in;"
 	@echo "               DB=standin for the stand-in) + all four functions under cargo lambda watch"
 	@echo "make test    - every test (Rust workspace on a real engine, integration tests on the stand-in too, the stand-in's"
-	@echo "               own tests, infra checks) + make build; the command CI runs"
+	@echo "               own tests, infra and contract checks, make contract) + make build; the command CI runs"
 	@echo "make test-rust / test-python - the quicker subsets (test-rust = test-engine + test-standin)"
+	@echo "make openapi - regenerate api/openapi.json (the HTTP contract) from the code"
+	@echo "make contract - schemathesis against the service as make run serves it (its own ports); prints the summary"
 	@echo "make build   - release bootstraps with cargo lambda (x86_64 here; see infra/README.md for arm64) + glibc/size check"
 	@echo "make bench   - benchmarks (writes bench/results.md); BENCH_QUICK=1 for a smoke run"
 	@echo "make fuzz    - bounded cargo-fuzz runs"
@@ -28,8 +30,8 @@ $(VENV)/.installed: $(REQUIREMENTS)
 venv: $(VENV)/.installed
 
 # CI runs this: the release bootstraps built and checked first (glibc ≤ 2.34, sizes; the fleet test runs
-# them), then every test.
-test: venv build test-rust test-python
+# them), then every test, then the contract fuzzing (about 4 minutes).
+test: venv build test-rust test-python contract
 
 # The whole Rust suite on the first engine the harness finds (MONGODB_URI, MongoDB 7 on Docker, DocumentDB through
 # ../shared/documentdb, the stand-in: README "Engines"), then the integration tests again on the stand-in, which is
@@ -44,7 +46,16 @@ test-standin: venv
 	TEST_MONGODB=standin MONGO_STANDIN_PYTHON=$(CURDIR)/$(PY) cargo test --workspace --locked --no-fail-fast --test '*'
 
 test-python: venv
-	$(PY) -m pytest -q tests/mongo-standin $(wildcard infra/tests)
+	$(PY) -m pytest -q tests/mongo-standin $(wildcard infra/tests) api/tests
+
+# The HTTP contract, generated from the code (openapi::tests fails when the committed file differs).
+openapi:
+	cargo run --quiet --locked -p lambda-adapter --bin openapi > api/openapi.json.new
+	mv api/openapi.json.new api/openapi.json
+
+# schemathesis against the running service (its own ports; api/contract/identities.py: local-mode identities).
+contract: venv
+	DB="$(DB)" bash infra/local/contract.sh
 
 # DB=standin: the in-memory stand-in instead of DocumentDB (MONGODB_URI wins over both).
 run: venv

@@ -11,11 +11,14 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use utoipa::openapi::schema::{ArrayBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::{Ref, RefOr};
 
 use payload::hash::{self, HashForm};
 use payload::rules::{self, Violation};
 use payload::{convert_payload, ConvertError, ConvertedPayloads, JCS_ALG, MAX_SAFE_INTEGER};
 
+use crate::api_schema;
 use crate::config::Limits;
 use crate::error::ValidationError;
 use crate::schema::{reserved, JsNumber, Millis, PassKind, UserId};
@@ -37,18 +40,44 @@ impl<'de> Deserialize<'de> for ClientMillis {
     }
 }
 
-/// A pass as a client sends it. Fields this service does not know are kept (the schema is not strict).
-#[derive(Debug, Clone)]
+impl utoipa::PartialSchema for ClientMillis {
+    fn schema() -> RefOr<Schema> {
+        api_schema::safe_positive_integer("Milliseconds since the Unix epoch (JavaScript's `Date.now()`), whole and positive.").into()
+    }
+}
+
+impl utoipa::ToSchema for ClientMillis {}
+
+/// One pass array of a write: at most `max_passes` passes; `null` or absent leaves the stored array alone.
+fn pass_array() -> Schema {
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .items(Ref::from_schema_name(<PassInput as utoipa::ToSchema>::name()))
+        .max_items(Some(Limits::default().max_passes))
+        .into()
+}
+
+/// A pass as a client sends it. Other fields are kept as sent (the Node service's schema is not strict),
+/// except the names the service owns (`_id`, `payload_hash_alg`, `integrity`); `pass_uuid` is unique
+/// within its array. The server computes the payload hash.
+#[derive(Debug, Clone, utoipa::ToSchema)]
 pub struct PassInput {
+    #[schema(schema_with = api_schema::pass_uuid)]
     pub pass_uuid: String,
+    #[schema(schema_with = api_schema::pass_status)]
     pub status: String,
+    /// When the pass was written; the update's `timestamp` when absent.
     pub timestamp: Option<ClientMillis>,
     pub free_ticket_status: Option<JsNumber>,
-    /// The payload's JSON text (an object). Validation converts it to BSON and hashes it in one pass,
-    /// without building a JSON tree first.
+    /// The pass's payload, stored as sent (member order kept; at most 16 levels deep and 16 KiB as
+    /// canonical JSON; no member name twice; integers within ±(2^53-1)).
+    // Kept as JSON text: validation converts it to BSON and hashes it in one pass, without a JSON tree.
+    #[schema(value_type = Object)]
     pub payload: Box<RawValue>,
-    /// Optional: when sent it must match the payload in one of the two hash forms.
+    /// Optional: when sent, the SHA-256 (hex) of the payload as RFC 8785 canonical JSON or as
+    /// `JSON.stringify` prints it; anything else is refused (422 `payload_hash_mismatch`).
     pub payload_hash: Option<String>,
+    #[schema(ignore)]
     pub extra: Map<String, Value>,
 }
 
@@ -113,15 +142,22 @@ impl<'de> de::Visitor<'de> for PassInputVisitor {
     }
 }
 
-/// `PUT` tickets: new contents for one or both pass arrays.
-#[derive(Debug, Clone, Deserialize)]
+/// `PUT` tickets: new contents for one or both pass arrays (at least one of them). Writes are
+/// monotonic: an update older than the stored `timestamp` is refused (409).
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(json!({ "passes": [
+    { "pass_uuid": "p-1", "status": "ACTIVE", "free_ticket_status": 0, "payload": { "fare": { "amount": 2.75, "currency": "USD" }, "rides": 1 } }
+], "passes4": [] })))]
 pub struct PassUpdate {
+    /// The update's time (default: the server's clock), at most `max_clock_skew` ahead of it.
     #[serde(default)]
     pub timestamp: Option<ClientMillis>,
     #[serde(default)]
+    #[schema(schema_with = pass_array)]
     pub passes: Option<Vec<PassInput>>,
     #[serde(default)]
+    #[schema(schema_with = pass_array)]
     pub passes4: Option<Vec<PassInput>>,
 }
 
@@ -135,15 +171,17 @@ impl PassUpdate {
 }
 
 /// One user's entry of a bulk `PUT /v1/tickets`: the user and a single `PUT`'s body.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkEntry {
     pub user_id: UserId,
     #[serde(default)]
     pub timestamp: Option<ClientMillis>,
     #[serde(default)]
+    #[schema(schema_with = pass_array)]
     pub passes: Option<Vec<PassInput>>,
     #[serde(default)]
+    #[schema(schema_with = pass_array)]
     pub passes4: Option<Vec<PassInput>>,
 }
 
@@ -153,16 +191,22 @@ impl BulkEntry {
     }
 }
 
-/// `POST` logs: one error-log entry for one pass kind.
-#[derive(Debug, Clone, Deserialize)]
+/// `POST` logs: one error-log entry for one pass kind. The server sets `server_time` and keeps the
+/// newest `LOG_CAP` entries; `errors` and `data` together take at most 8 KiB as JSON.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(json!({ "kind": "passes", "errors": [{ "code": "BM_TIMEOUT", "message": "upstream timeout" }], "id": "retry-safe-1" })))]
 pub struct LogEntryInput {
     pub kind: PassKind,
+    /// The errors, each any JSON value (an error's `code`, or the error itself when it is a string,
+    /// is what the error report counts).
+    #[schema(schema_with = api_schema::log_errors)]
     pub errors: Vec<Value>,
     #[serde(default)]
     pub data: Option<Map<String, Value>>,
     /// Client-chosen id: an entry whose id is already stored is not appended again (safe retries).
     #[serde(default)]
+    #[schema(schema_with = api_schema::log_id)]
     pub id: Option<String>,
 }
 

@@ -2,6 +2,7 @@
 //! and the cache operations over the official MongoDB driver. Payload printing, hashing and conversion
 //! live in the `payload` crate. Knows nothing of Lambda or HTTP.
 
+pub mod api_schema;
 pub mod cache;
 pub mod config;
 pub mod error;
@@ -12,14 +13,17 @@ pub mod read;
 pub mod retry;
 pub mod schema;
 
-pub use cache::{AuditReport, ErrorQuery, ErrorReport, PushOutcome, ReplaceOutcome, SweepReport, TicketCache, MAX_BULK_USERS};
+pub use cache::{
+    AuditReport, CodeCount, ErrorQuery, ErrorReport, HourCount, KindCount, PushOutcome, ReplaceOutcome, SweepReport, TicketCache, UserCount,
+    MAX_BULK_USERS,
+};
 pub use config::{AccessConfig, CacheConfig, ConfigError, Limits, Settings, UriSource, WriterIndexPolicy};
 pub use error::{CacheError, ValidationError};
 pub use indexes::IndexError;
 pub use input::{BulkEntry, LogEntryInput, PassInput, PassUpdate};
 pub use pass_filter::PassFilter;
 pub use payload::Integrity;
-pub use read::{CachedTickets, CheckedPass};
+pub use read::{CachedTickets, CheckedPass, DegradedPart};
 pub use schema::{JsNumber, Millis, PassKind, Selection, UserId};
 
 /// Re-exported so callers use the same driver and BSON versions as the cache.

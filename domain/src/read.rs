@@ -62,7 +62,7 @@ pub struct CheckedPass {
 }
 
 /// A part of the stored document a read could not show: where it is (`passes[3].status`) and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DegradedPart {
     pub path: String,
     pub reason: String,

@@ -34,7 +34,7 @@ pub mod reserved {
 }
 
 /// Which of the two pass arrays (and its log) an operation targets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PassKind {
     Passes,

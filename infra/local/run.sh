@@ -4,20 +4,25 @@
 #     ../shared/documentdb/documentdb) on port $DOCUMENTDB_PORT (default 10260; PostgreSQL on the next port),
 #     keeping its data between runs; else, or with DB=standin, the project's stand-in (in memory).
 #     DB=documentdb insists on DocumentDB.
-#  2. All four functions under `cargo lambda watch` (reloads on code changes), in AUTH_MODE=local.
-#  3. The sweeper invoked once (creates the indexes), then a few demo users written through the API.
+#  2. All four functions under `cargo lambda watch` (reloads on code changes), in AUTH_MODE=local, each under
+#     its own prefix on port $PORT (/lambda-url/<function>/…).
+#  3. The local API Gateway (infra/local/gateway.py) on port $API_PORT: one base URL with the production paths,
+#     each route sent to its function as functions/routes.json says. Printed as `API: <url>` once all is ready.
+#  4. The sweeper invoked once (creates the indexes), then a few demo users written through the API.
 # Ctrl-C stops everything this script started (a DocumentDB that was already running is left running).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 PY=.venv/bin/python
 PORT=${PORT:-9000}
+API_PORT=${API_PORT:-$((PORT + 1))}
 STANDIN_PORT=${STANDIN_PORT:-27018}
 DB=${DB:-auto}
 LAUNCHER=${DOCUMENTDB_LAUNCHER:-../shared/documentdb/documentdb}
 DOCDB_PORT=${DOCUMENTDB_PORT:-10260}
 DATABASE=${MONGODB_DATABASE:-cache}
 BASE="http://127.0.0.1:${PORT}/lambda-url"
+API="http://127.0.0.1:${API_PORT}"
 workdir=$(mktemp -d)
 pids=()
 started_documentdb=""
@@ -85,7 +90,9 @@ quote() { local v=${1//\\/\\\\}; printf '"%s"' "${v//\"/\\\"}"; }
 
 echo "building the functions…"
 cargo build --quiet --bins
-cargo lambda watch --quiet -A 127.0.0.1 -P "$PORT" --env-file "$workdir/env" &
+# WATCH_ARGS: more `cargo lambda watch` options (`make contract` passes --ignore-changes: no reload mid-run).
+# shellcheck disable=SC2086
+cargo lambda watch --quiet -A 127.0.0.1 -P "$PORT" --env-file "$workdir/env" ${WATCH_ARGS:-} &
 pids+=($!)
 for _ in $(seq 1 120); do
   (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
@@ -93,35 +100,42 @@ for _ in $(seq 1 120); do
   sleep 0.5
 done
 
+mkfifo "$workdir/gateway"
+"$PY" infra/local/gateway.py --port "$API_PORT" --upstream "http://127.0.0.1:$PORT" >"$workdir/gateway" &
+pids+=($!)
+read -r _ <"$workdir/gateway"
+
 echo "ensuring indexes (one sweeper run)…"
 cargo lambda invoke ttl-sweeper -A 127.0.0.1 -P "$PORT" --data-ascii '{"source":"make-run"}' >/dev/null
 
 echo "loading demo users 1001 and 1002…"
 now=$(($(date +%s) * 1000))
 for user in 1001 1002; do
-  curl -sf -o /dev/null -X PUT "$BASE/update-tickets/v1/users/$user/tickets" -H 'x-local-scope: tickets/write' \
+  curl -sf -o /dev/null -X PUT "$API/v1/users/$user/tickets" -H 'x-local-scope: tickets/write' \
     -H 'content-type: application/json' \
     -d "{\"timestamp\": $now, \"passes\": [{\"pass_uuid\": \"demo-$user-a\", \"status\": \"ACTIVE\", \"free_ticket_status\": 0, \"payload\": {\"fare\": {\"amount\": 2.75, \"currency\": \"USD\"}, \"rides\": 1}}], \"passes4\": [{\"pass_uuid\": \"demo-$user-b\", \"status\": \"USABLE\", \"payload\": {\"zone\": \"A\"}}]}"
-  curl -sf -o /dev/null -X POST "$BASE/push-log/v1/users/$user/logs" -H 'x-local-scope: tickets/write' \
+  curl -sf -o /dev/null -X POST "$API/v1/users/$user/logs" -H 'x-local-scope: tickets/write' \
     -H 'content-type: application/json' -d '{"kind": "passes", "errors": [{"code": "BM_TIMEOUT", "message": "upstream timeout"}], "id": "demo-1"}'
 done
 
 cat <<HELP
 
-Ready. Try:
-  curl -i "$BASE/get-tickets/v1/users/1001/tickets?format=all" -H 'x-local-user-id: 1001'
-  curl -i -X PUT "$BASE/update-tickets/v1/users/1001/tickets" -H 'x-local-scope: tickets/write' -H 'content-type: application/json' \\
+Ready. Try (one line per route of functions/routes.json; the contract is api/openapi.json):
+  curl -i "$API/v1/users/1001/tickets?format=all" -H 'x-local-user-id: 1001'
+  curl -i -X PUT "$API/v1/users/1001/tickets" -H 'x-local-scope: tickets/write' -H 'content-type: application/json' \\
        -d '{"passes": [{"pass_uuid": "p-1", "status": "ACTIVE", "payload": {"rides": 2}}]}'
-  curl -i -X POST "$BASE/push-log/v1/users/1001/logs" -H 'x-local-scope: tickets/write' -H 'content-type: application/json' \\
+  curl -i -X POST "$API/v1/users/1001/logs" -H 'x-local-scope: tickets/write' -H 'content-type: application/json' \\
        -d '{"kind": "passes4", "errors": ["E1"], "id": "retry-safe-1"}'
-  curl -i "$BASE/get-tickets/v1/users/1001/tickets?status=ACTIVE,USABLE&updated_since=2026-01-01T00:00:00Z&integrity=verified" -H 'x-local-user-id: 1001'
-  curl -i -X PUT "$BASE/update-tickets/v1/tickets" -H 'x-local-scope: tickets/write' -H 'content-type: application/json' \\
+  curl -i "$API/v1/users/1001/tickets?status=ACTIVE,USABLE&updated_since=2026-01-01T00:00:00Z&integrity=verified" -H 'x-local-user-id: 1001'
+  curl -i -X PUT "$API/v1/tickets" -H 'x-local-scope: tickets/write' -H 'content-type: application/json' \\
        -d '{"users": [{"user_id": 1001, "passes": [{"pass_uuid": "p-1", "status": "USED", "payload": {"rides": 3}}]}, {"user_id": 1002, "passes4": []}]}'
-  curl -i "$BASE/get-tickets/v1/admin/errors?kind=passes4" -H 'x-local-scope: tickets/admin'
+  curl -i "$API/v1/admin/errors?kind=passes4" -H 'x-local-scope: tickets/admin'
   cargo lambda invoke ttl-sweeper -A 127.0.0.1 -P $PORT --data-ascii '{"source": "aws.scheduler"}'
   cargo lambda invoke ttl-sweeper -A 127.0.0.1 -P $PORT --data-ascii '{"task": "audit"}'
 
 Identity in local mode: x-local-user-id (a reader) or x-local-scope (space-separated scopes, e.g. tickets/admin).
-Ctrl-C stops the functions$stopped_with.
+Each function also answers under its own prefix: $BASE/<function>/v1/… (cargo lambda watch).
+Ctrl-C stops the functions, the gateway$stopped_with.
+API: $API
 HELP
 wait

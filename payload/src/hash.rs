@@ -36,6 +36,8 @@ pub enum Integrity {
 }
 
 impl Integrity {
+    pub const ALL: [Integrity; 4] = [Integrity::Verified, Integrity::Mismatch, Integrity::Unverified, Integrity::Unverifiable];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Integrity::Verified => "verified",

@@ -5,6 +5,9 @@ use std::time::Duration;
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Bson, DateTime, RawBsonRef, RawDocument, RawDocumentBuf};
 use serde::Serialize;
+use utoipa::openapi::schema::{ArrayBuilder, Schema};
+use utoipa::openapi::Ref;
+use utoipa::ToSchema;
 
 use super::TicketCache;
 use crate::error::{CacheError, ValidationError};
@@ -54,43 +57,58 @@ impl ErrorQuery {
 
 /// Counts of logged errors. An entry with several errors counts each; an error is its `code` field, or
 /// itself when it is a string; anything else counts as `unknown`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ErrorReport {
+    /// The window's start (inclusive), as `server_time` is written: UTC with milliseconds.
     pub since: String,
+    /// The window's end (exclusive).
     pub until: String,
     pub total: u64,
-    /// The most frequent codes, most frequent first (at most [`TOP_CODES`]).
+    /// The most frequent codes, most frequent first.
+    #[schema(schema_with = by_code_schema)]
     pub by_code: Vec<CodeCount>,
     pub by_kind: Vec<KindCount>,
     /// Hours (UTC, the hour's start) in time order; hours without errors are left out.
     pub by_hour: Vec<HourCount>,
-    /// The users with the most errors, most first (at most [`TOP_USERS`]).
+    /// The users with the most errors, most first.
+    #[schema(schema_with = top_users_schema)]
     pub top_users: Vec<UserCount>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CodeCount {
     pub code: String,
     pub count: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct KindCount {
     pub kind: PassKind,
     pub count: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct HourCount {
     pub hour: String,
     pub count: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct UserCount {
-    /// As stored: legacy documents hold numbers of any BSON type (and a damaged one anything).
+    /// As stored: an integer for every document either service wrote (legacy documents hold numbers of
+    /// any BSON type, shown as integers; a damaged one anything, in relaxed Extended JSON).
     pub user_id: serde_json::Value,
     pub count: u64,
+}
+
+/// At most [`TOP_CODES`] rows (the bound the aggregation applies, in the contract).
+fn by_code_schema() -> Schema {
+    ArrayBuilder::new().items(Ref::from_schema_name(CodeCount::name())).max_items(Some(TOP_CODES as usize)).into()
+}
+
+/// At most [`TOP_USERS`] rows.
+fn top_users_schema() -> Schema {
+    ArrayBuilder::new().items(Ref::from_schema_name(UserCount::name())).max_items(Some(TOP_USERS as usize)).into()
 }
 
 impl TicketCache {

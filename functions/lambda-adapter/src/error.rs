@@ -1,11 +1,10 @@
 //! Every way a request can fail, and the one place that turns each into an HTTP response.
 
+use crate::response::{ErrorBody, ErrorDetail};
+use crate::routes::RouteError;
 use domain::{CacheError, IndexError, Millis, ValidationError};
 use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Response};
-use serde_json::json;
-
-use crate::routes::RouteError;
 
 /// Seconds a client should wait before retrying when the database is unavailable or too contended.
 pub const RETRY_AFTER_SECONDS: u32 = 2;
@@ -128,13 +127,18 @@ impl ApiError {
         }
     }
 
-    /// The JSON error response. Messages are written for people and never carry internals.
+    /// The error's body. Messages are written for people and never carry internals.
+    pub fn detail(&self) -> ErrorDetail {
+        let stored_timestamp = match self {
+            ApiError::StaleWrite { stored } => Some(stored.0),
+            _ => None,
+        };
+        ErrorDetail { code: self.code(), message: self.to_string(), stored_timestamp }
+    }
+
+    /// The JSON error response.
     pub fn into_response(self) -> Response<Body> {
-        let mut error = json!({ "code": self.code(), "message": self.to_string() });
-        if let ApiError::StaleWrite { stored } = &self {
-            error["stored_timestamp"] = json!(stored.0);
-        }
-        let mut response = crate::response::json(self.status(), &json!({ "error": error }));
+        let mut response = crate::response::json(self.status(), &ErrorBody { error: self.detail() });
         let headers = response.headers_mut();
         match &self {
             ApiError::Unavailable => {

@@ -8,13 +8,13 @@ use domain::{
 use lambda_http::http::{header, HeaderMap, HeaderValue, StatusCode};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
-use serde_json::json;
 use tracing::Instrument;
 
 use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::metrics::Metric;
 use crate::query::Query;
+use crate::response::{BulkReplaced, BulkResult, LogPushed, TicketsReplaced};
 use crate::routes::{self, Operation};
 use crate::AppState;
 
@@ -128,7 +128,7 @@ async fn update_tickets(state: &AppState, user: UserId, request: &Request) -> Re
     let outcome = result?;
     Ok(crate::response::json(
         StatusCode::OK,
-        &json!({ "user_id": user, "timestamp": outcome.timestamp, "passes": outcome.passes, "passes4": outcome.passes4 }),
+        &TicketsReplaced { user_id: user, timestamp: outcome.timestamp, passes: outcome.passes, passes4: outcome.passes4 },
     ))
 }
 
@@ -143,7 +143,7 @@ async fn push_log(state: &AppState, user: UserId, request: &Request) -> Result<R
     state.metrics.emit(&[(metric, 1.0)]);
     Ok(crate::response::json(
         status,
-        &json!({ "user_id": user, "kind": entry.kind, "id": entry.id, "duplicate": outcome == PushOutcome::Duplicate }),
+        &LogPushed { user_id: user, kind: entry.kind, id: entry.id, duplicate: outcome == PushOutcome::Duplicate },
     ))
 }
 
@@ -152,10 +152,29 @@ pub const MAX_BULK_BODY_BYTES: usize = 6 * 1024 * 1024;
 
 /// A bulk `PUT /v1/tickets` body: each entry is read on its own, so one malformed entry is answered
 /// for itself instead of failing the others.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BulkBody {
+#[schema(examples(json!({ "users": [
+    { "user_id": 1001, "timestamp": 1795636734000_i64, "passes": [{ "pass_uuid": "p-1", "status": "ACTIVE", "payload": { "rides": 2 } }] },
+    { "user_id": 1002, "passes4": [{ "pass_uuid": "p-2", "status": "USABLE", "payload": { "zone": "B" } }] }
+] })))]
+pub struct BulkBody {
+    #[schema(schema_with = bulk_users)]
     users: Vec<Box<serde_json::value::RawValue>>,
+}
+
+/// 1 to [`MAX_BULK_USERS`] entries, at most one per user. An entry is a [`BulkEntry`], but any value is
+/// accepted and answered in its own result (422 when it is not a valid entry), so the contract cannot
+/// refuse other values: the schema says `BulkEntry` or anything else.
+fn bulk_users() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, ArrayBuilder, ObjectBuilder, SchemaType};
+    use utoipa::ToSchema;
+    let entry = AnyOfBuilder::new().item(utoipa::openapi::Ref::from_schema_name(BulkEntry::name())).item(
+        ObjectBuilder::new()
+            .schema_type(SchemaType::AnyValue)
+            .description(Some("Anything else: answered in its result (422 `validation_failed`), the other entries are written")),
+    );
+    ArrayBuilder::new().items(entry).min_items(Some(1)).max_items(Some(MAX_BULK_USERS)).into()
 }
 
 async fn bulk_update_tickets(state: &AppState, request: &Request) -> Result<Response<Body>, ApiError> {
@@ -205,25 +224,19 @@ async fn bulk_update_tickets(state: &AppState, request: &Request) -> Result<Resp
     }
 
     let mut counts = std::collections::BTreeMap::<u16, u64>::new();
-    let results: Vec<serde_json::Value> = parsed
+    let results: Vec<BulkResult> = parsed
         .iter()
         .zip(outcomes)
         .map(|((user, _), outcome)| {
-            let mut result = json!({ "user_id": user });
-            let status = match outcome {
-                Ok(()) => StatusCode::OK,
-                Err(error) => {
-                    // Per entry, as the single PUT would answer it (`error.rs`).
-                    let status = error.status();
-                    result["error"] = json!({ "code": error.code(), "message": error.to_string() });
-                    if let ApiError::StaleWrite { stored } = error {
-                        result["stored_timestamp"] = json!(stored.0);
-                    }
-                    status
-                }
-            };
-            result["status"] = json!(status.as_u16());
-            *counts.entry(status.as_u16()).or_default() += 1;
+            let mut result = BulkResult { user_id: *user, error: None, stored_timestamp: None, status: StatusCode::OK.as_u16() };
+            if let Err(error) = outcome {
+                // Per entry, as the single PUT would answer it (`error.rs`); the stored timestamp beside it.
+                let mut detail = error.detail();
+                result.stored_timestamp = detail.stored_timestamp.take();
+                result.error = Some(detail);
+                result.status = error.status().as_u16();
+            }
+            *counts.entry(result.status).or_default() += 1;
             result
         })
         .collect();
@@ -231,8 +244,8 @@ async fn bulk_update_tickets(state: &AppState, request: &Request) -> Result<Resp
     if stale > 0 {
         state.metrics.emit(&[(Metric::StaleWriteRejected, stale as f64)]);
     }
-    let counts: serde_json::Map<String, serde_json::Value> = counts.into_iter().map(|(status, n)| (status.to_string(), json!(n))).collect();
-    Ok(crate::response::json(StatusCode::OK, &json!({ "results": results, "counts": counts })))
+    let counts = counts.into_iter().map(|(status, n)| (status.to_string(), n)).collect();
+    Ok(crate::response::json(StatusCode::OK, &BulkReplaced { results, counts }))
 }
 
 /// The `user_id` of an entry that is otherwise unreadable, so its answer can still name it.

@@ -6,6 +6,7 @@ pub mod error;
 pub mod handlers;
 pub mod identity;
 pub mod metrics;
+pub mod openapi;
 pub mod query;
 pub mod readiness;
 pub mod response;

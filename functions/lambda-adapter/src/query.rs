@@ -64,15 +64,10 @@ impl Query<'_> {
         }
         let integrity = match self.one("integrity")? {
             None => None,
-            Some(verdict) => Some(
-                [Integrity::Verified, Integrity::Mismatch, Integrity::Unverified, Integrity::Unverifiable]
-                    .into_iter()
-                    .find(|v| v.as_str() == verdict)
-                    .ok_or_else(|| ApiError::InvalidFilter {
-                        parameter: "integrity",
-                        reason: "expected verified, mismatch, unverified or unverifiable".into(),
-                    })?,
-            ),
+            Some(verdict) => Some(Integrity::ALL.into_iter().find(|v| v.as_str() == verdict).ok_or_else(|| ApiError::InvalidFilter {
+                parameter: "integrity",
+                reason: "expected verified, mismatch, unverified or unverifiable".into(),
+            })?),
         };
         PassFilter::new(statuses, updated_since, integrity, limits).map_err(|error| match error {
             ValidationError::Invalid { reason, .. } => ApiError::InvalidFilter { parameter: "status", reason },

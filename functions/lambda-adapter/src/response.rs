@@ -1,8 +1,135 @@
-//! Response bodies.
+//! Response bodies: the types the handlers serialize, which are also the contract's schemas
+//! (`openapi.rs`), and the JSON response around them.
 
+use std::collections::BTreeMap;
+
+use domain::{DegradedPart, PassKind, UserId};
 use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Every error this service answers: `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable snake_case code to branch on; each response lists the codes its status carries.
+    pub code: &'static str,
+    /// For people; never carries internals.
+    pub message: String,
+    /// `stale_write` only: the newer timestamp already stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub stored_timestamp: Option<i64>,
+}
+
+/// `PUT /v1/users/{user_id}/tickets`: what was stored.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TicketsReplaced {
+    pub user_id: UserId,
+    /// The stored document's timestamp: the update's, or the server's clock when it sent none.
+    #[schema(value_type = i64)]
+    pub timestamp: domain::Millis,
+    /// How many passes the array holds now; `null` when the update left it alone.
+    #[schema(required = true)]
+    pub passes: Option<usize>,
+    #[schema(required = true)]
+    pub passes4: Option<usize>,
+}
+
+/// `POST /v1/users/{user_id}/logs`: the entry, and whether its `id` was already logged (then nothing
+/// was appended: 200 instead of 201).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LogPushed {
+    pub user_id: UserId,
+    pub kind: PassKind,
+    #[schema(required = true)]
+    pub id: Option<String>,
+    pub duplicate: bool,
+}
+
+/// `PUT /v1/tickets`: one result per entry, in request order, and how many entries got each status.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BulkReplaced {
+    pub results: Vec<BulkResult>,
+    /// Entries per status, keyed by the status as text (`{"200": 98, "409": 2}`).
+    pub counts: BTreeMap<String, u64>,
+}
+
+/// One entry's answer: the status and error a single `PUT` of it would have had.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BulkResult {
+    /// `null` when the entry has no readable `user_id`.
+    #[schema(required = true)]
+    pub user_id: Option<UserId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub error: Option<ErrorDetail>,
+    /// `stale_write` only: the newer timestamp already stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub stored_timestamp: Option<i64>,
+    #[schema(minimum = 200, maximum = 599)]
+    pub status: u16,
+}
+
+/// `GET /v1/users/{user_id}/tickets`: the user's cached passes, never the logs.
+// `domain::read` prints this body straight from the stored BSON; this type only describes that text for
+// the contract (`make contract` checks real answers against it).
+#[derive(Debug, Clone, ToSchema)]
+#[allow(dead_code)]
+pub struct Tickets {
+    pub user_id: UserId,
+    /// The stored timestamp (ms since the epoch); `null` when the stored one is missing or not a time
+    /// in 0…2^53-1 (the document is then stale).
+    #[schema(required = true)]
+    pub timestamp: Option<i64>,
+    /// Seconds since `timestamp`; `null` with it.
+    #[schema(required = true)]
+    pub age_seconds: Option<u64>,
+    /// Older than the freshness TTL, undated, or dated further ahead than the clock skew allows.
+    pub stale: bool,
+    /// Present unless `format=passes4`.
+    #[schema(nullable = false)]
+    pub passes: Option<Vec<ShownPass>>,
+    /// Present unless `format=passes`.
+    #[schema(nullable = false)]
+    pub passes4: Option<Vec<ShownPass>>,
+    /// Parts of the stored document that could not be shown, and why; absent when nothing was left out.
+    #[schema(nullable = false)]
+    pub degraded: Option<Vec<DegradedPart>>,
+}
+
+/// A stored pass as a read shows it: the service's fields, the verdict on its payload hash, then every
+/// other stored field (vendor fields, Mongoose's `__v`…) as stored. Every pass either service wrote
+/// has a string `pass_uuid` and `status` and an object `payload`; a document another writer stored may
+/// hold other JSON values there, or `null` where a value cannot be shown (see `degraded`).
+#[derive(Debug, Clone, ToSchema)]
+#[allow(dead_code)]
+pub struct ShownPass {
+    #[schema(value_type = Value)]
+    pub pass_uuid: serde_json::Value,
+    /// When the pass was written (ms since the epoch); `null` when it is not a time.
+    #[schema(required = true)]
+    pub timestamp: Option<i64>,
+    #[schema(value_type = Value)]
+    pub status: serde_json::Value,
+    #[schema(required = true)]
+    pub free_ticket_status: Option<f64>,
+    /// The payload, printed exactly as the text `payload_hash` covers: RFC 8785 canonical JSON for
+    /// passes this service wrote, `JSON.stringify`'s text for the Node service's.
+    #[schema(value_type = Value)]
+    pub payload: serde_json::Value,
+    /// Lower-case hex SHA-256 of the `payload` text as printed here, when stored.
+    #[schema(value_type = Value)]
+    pub payload_hash: serde_json::Value,
+    #[schema(schema_with = domain::api_schema::integrity)]
+    pub integrity: domain::Integrity,
+}
 
 /// A JSON response. Serializing our own response types cannot fail; if it ever did, the client gets a
 /// plain 500 rather than a panic.

@@ -10,10 +10,10 @@
 use std::sync::LazyLock;
 
 use domain::UserId;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// What a request asks for. Each route has one; a Lambda function serves the operations its routes name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
     GetTickets,
