@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 PORT=${CONTRACT_PORT:-9010}
+PY=.venv/bin/python
 log=$(mktemp)
 stack=""
 stop() {
@@ -40,6 +41,13 @@ done
 [ -n "$api" ] || { cat "$log"; echo "no API after 10 minutes" >&2; exit 1; }
 grep '^MongoDB: ' "$log" || true
 echo "API: $api"
+
+# Every route (and both sweeper tasks) answering as the README specifies, with the local auth headers.
+if ! "$PY" infra/local/tour.py run "$api" --functions-port "$PORT"; then
+  echo "--- the service's log (tail) ---"
+  tail -50 "$log"
+  exit 1
+fi
 
 status=0
 (

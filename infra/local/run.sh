@@ -120,18 +120,9 @@ done
 
 cat <<HELP
 
-Ready. Try (one line per route of functions/routes.json; the contract is api/openapi.json):
-  curl -i "$API/v1/users/1001/tickets?format=all" -H 'x-local-user-id: 1001'
-  curl -i -X PUT "$API/v1/users/1001/tickets" -H 'x-local-scope: tickets/write' -H 'content-type: application/json' \\
-       -d '{"passes": [{"pass_uuid": "p-1", "status": "ACTIVE", "payload": {"rides": 2}}]}'
-  curl -i -X POST "$API/v1/users/1001/logs" -H 'x-local-scope: tickets/write' -H 'content-type: application/json' \\
-       -d '{"kind": "passes4", "errors": ["E1"], "id": "retry-safe-1"}'
-  curl -i "$API/v1/users/1001/tickets?status=ACTIVE,USABLE&updated_since=2026-01-01T00:00:00Z&integrity=verified" -H 'x-local-user-id: 1001'
-  curl -i -X PUT "$API/v1/tickets" -H 'x-local-scope: tickets/write' -H 'content-type: application/json' \\
-       -d '{"users": [{"user_id": 1001, "passes": [{"pass_uuid": "p-1", "status": "USED", "payload": {"rides": 3}}]}, {"user_id": 1002, "passes4": []}]}'
-  curl -i "$API/v1/admin/errors?kind=passes4" -H 'x-local-scope: tickets/admin'
-  cargo lambda invoke ttl-sweeper -A 127.0.0.1 -P $PORT --data-ascii '{"source": "aws.scheduler"}'
-  cargo lambda invoke ttl-sweeper -A 127.0.0.1 -P $PORT --data-ascii '{"task": "audit"}'
+Ready. Try (one line per route of functions/routes.json, from infra/local/tour.py; the contract is api/openapi.json):
+$("$PY" infra/local/tour.py curl "$API" --functions-port "$PORT")
+The whole tour, checked (what make contract runs first): $PY infra/local/tour.py run $API --functions-port $PORT
 
 Identity in local mode: x-local-user-id (a reader) or x-local-scope (space-separated scopes, e.g. tickets/admin).
 Each function also answers under its own prefix: $BASE/<function>/v1/… (cargo lambda watch).

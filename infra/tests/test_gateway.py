@@ -143,3 +143,11 @@ def test_a_failed_invocation_is_a_500_and_an_unreachable_runtime_a_503(stack):
     runtime.server_close()
     status, _, reply = _request(port, "GET", "/v1/users/7/tickets")
     assert (status, json.loads(reply)) == (503, {"message": "Service Unavailable"})
+
+
+def test_the_route_tour_has_an_example_for_every_route():
+    """make run prints the tour's examples and make contract runs the tour: a new route must join it."""
+    import tour
+
+    served = {(m, gateway.route(ROUTES, m, p.split("?")[0])[0].path) for m, p, _, _ in tour.examples(1, 2, 0)}
+    assert served == {(r.method, r.path) for r in ROUTES}
