@@ -136,6 +136,9 @@ def tour(api, functions_port):
     expect(step + " with If-None-Match", send(api, "GET", get_path, dict(reader, **{"if-none-match": answer.headers["etag"]})), 304)
     expect(step + " of another user", send(api, "GET", f"/v1/users/{other}/tickets", reader), 403)
     expect(step + " without identity", send(api, "GET", get_path), 401)
+    direct = send(f"http://127.0.0.1:{functions_port}/lambda-url/get-tickets", "GET", get_path, reader)
+    same = expect(step + " at the function's own URL", direct, 200)
+    check(step, (same["passes"], same["passes4"]) == (body["passes"], body["passes4"]), "the same passes without the gateway")
     done.append(step)
 
     step = "GET /v1/users/{user_id}/tickets with filters"
