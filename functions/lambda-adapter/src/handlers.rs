@@ -89,8 +89,7 @@ async fn get_tickets(state: &AppState, user: UserId, request: &Request) -> Resul
         (Metric::IntegrityUnverifiable, unverifiable as f64),
         (Metric::DegradedRead, tickets.degraded.len() as f64),
     ]);
-    let size = crate::response::size_in_lambda_response(&tickets.json);
-    if size > crate::response::MAX_BODY_IN_LAMBDA_RESPONSE {
+    if let Some(size) = crate::response::over_lambda_response_limit(&tickets.json) {
         state.metrics.emit(&[(Metric::ResponseTooLarge, 1.0)]);
         return Err(ApiError::ResponseTooLarge { bytes: size, selection: selection.as_str() });
     }
