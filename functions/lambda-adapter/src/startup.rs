@@ -61,6 +61,7 @@ pub async fn init(function: &str) -> Result<AppState, StartupError> {
 /// production). A table that cannot be served stops start-up first: every request would be a 404.
 async fn init_with(function: &str, routes: Result<&RouteTable, RouteTableError>) -> Result<AppState, StartupError> {
     init_tracing();
+    keep_freed_memory();
     routes?;
     let settings = Settings::from_env()?;
     let uri = match &settings.uri {
@@ -71,6 +72,21 @@ async fn init_with(function: &str, routes: Result<&RouteTable, RouteTableError>)
     tracing::info!(function, database = %settings.cache.database, collection = %settings.cache.collection, "initialized");
     let metrics = Metrics::stdout(&settings.metrics_namespace, function);
     Ok(AppState::new(&client, settings, metrics))
+}
+
+/// Keeps the memory a request freed for the next request. By default glibc gives a freed heap top over
+/// 128 KiB, and every block it mapped for a large allocation, back to the kernel at once, so each write
+/// command (tens to hundreds of KiB, grown by `realloc`) faulted the same pages in again on every
+/// request: ~130 page faults per PUT (bench `handlers`; bench/README.md, "Handler-only A/B"). A warm
+/// environment keeps its peak heap instead, which the 6 MB request and response limits bound.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` only sets glibc's allocator parameters, under the allocator's own lock. A refused
+    // value (it returns 0) leaves glibc's default, which is correct, only slower.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+    }
 }
 
 /// A client tuned for Lambda: a small pool (one invocation at a time per environment), short server
