@@ -170,6 +170,8 @@ impl PassUpdate {
     }
 }
 
+// `PassUpdate`'s fields are repeated rather than `#[serde(flatten)]`ed: serde does not support `flatten`
+// together with `deny_unknown_fields`, and both types must refuse unknown fields.
 /// One user's entry of a bulk `PUT /v1/tickets`: the user and a single `PUT`'s body.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

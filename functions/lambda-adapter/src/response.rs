@@ -157,8 +157,8 @@ pub const MAX_BODY_IN_LAMBDA_RESPONSE: usize = 6 * 1024 * 1024 - 16 * 1024;
 /// [`MAX_BODY_IN_LAMBDA_RESPONSE`]; `None` when it fits.
 ///
 /// Escaping makes one byte at most six, so a body of up to a sixth of the limit fits without being read:
-/// every GET below ~1 MB skips the byte-by-byte count (80 KiB took ~45 µs of the handler on the bench host,
-/// more than the rest of a remembered read).
+/// every GET below ~1 MB skips the byte-by-byte count, which was the largest item of a remembered read
+/// (bench `handlers`; bench/README.md, "Handler-only A/B").
 pub fn over_lambda_response_limit(body: &str) -> Option<usize> {
     if body.len() <= MAX_BODY_IN_LAMBDA_RESPONSE / 6 {
         return None;
@@ -168,7 +168,7 @@ pub fn over_lambda_response_limit(body: &str) -> Option<usize> {
 
 /// Bytes a JSON body takes as a string inside the Lambda response: `"` and `\` are escaped with one
 /// more byte, control characters as at most `\u00XX`.
-pub fn size_in_lambda_response(body: &str) -> usize {
+fn size_in_lambda_response(body: &str) -> usize {
     body.bytes()
         .map(|b| match b {
             b'"' | b'\\' => 2,
