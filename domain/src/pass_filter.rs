@@ -77,22 +77,6 @@ impl PassFilter {
             &stored,
         ] })
     }
-
-    /// The filter as text, for the read's validator (`ETag`): a filtered body has its own.
-    pub(crate) fn describe(&self) -> String {
-        if self.keeps_all() {
-            return String::new();
-        }
-        let mut statuses = self.statuses.clone();
-        statuses.sort();
-        statuses.dedup();
-        format!(
-            "status={:?};updated_since={:?};integrity={:?}",
-            statuses,
-            self.updated_since.map(|t| t.0),
-            self.integrity.map(Integrity::as_str)
-        )
-    }
 }
 
 #[cfg(test)]
@@ -100,16 +84,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn limits_and_descriptions() {
+    fn limits_and_projections() {
         let limits = Limits::default();
         let many: Vec<String> = (0..=MAX_STATUSES).map(|i| format!("S{i}")).collect();
         assert!(PassFilter::new(many, None, None, &limits).is_err());
         assert!(PassFilter::new(vec![" ".into()], None, None, &limits).is_err());
         assert!(PassFilter::new(vec!["A\u{0}".into()], None, None, &limits).is_err());
-        let filter = PassFilter::new(vec!["USED".into(), "ACTIVE".into()], Some(Millis(5)), None, &limits).unwrap();
-        let same = PassFilter::new(vec!["ACTIVE".into(), "USED".into(), "USED".into()], Some(Millis(5)), None, &limits).unwrap();
-        assert_eq!(filter.describe(), same.describe(), "the same passes, the same validator");
-        assert_eq!(PassFilter::default().describe(), "", "no filter: the unfiltered validator");
         assert!(PassFilter::default().projection(PassKind::Passes).is_none());
         let integrity_only = PassFilter::new(vec![], None, Some(Integrity::Mismatch), &limits).unwrap();
         assert!(integrity_only.projection(PassKind::Passes).is_none(), "verdicts are the read's");

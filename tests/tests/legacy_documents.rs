@@ -120,3 +120,139 @@ fn the_etag_changes_with_the_verdict_not_only_with_the_hash() {
     assert_eq!(changed.count(Integrity::Mismatch), 1);
     assert_ne!(original.etag, changed.etag);
 }
+
+/// The ETag is a validator of the body (apart from the age, which ticks): two reads share one exactly
+/// when they print the same body, whatever the stored bytes behind it. Verified payload texts are not
+/// hashed twice for it (their printed hash stands for them); these variants show nothing is lost.
+#[test]
+fn the_etag_changes_exactly_when_the_body_does() {
+    let original = fixture("legacy_sample.ejson").swap_remove(0);
+    let variant = |change: fn(&mut Document)| {
+        let mut doc = original.clone();
+        change(&mut doc);
+        doc
+    };
+    fn first_pass(doc: &mut Document) -> &mut Document {
+        doc.get_array_mut("passes").unwrap()[0].as_document_mut().unwrap()
+    }
+    let variants: Vec<(&str, Document)> = vec![
+        ("original", original.clone()),
+        (
+            "another Mongoose _id (not shown)",
+            variant(|doc| {
+                first_pass(doc).insert("_id", domain::mongodb::bson::oid::ObjectId::new());
+            }),
+        ),
+        (
+            "a payload number stored as int64 (prints the same)",
+            variant(|doc| {
+                first_pass(doc).get_document_mut("payload").unwrap().insert("rides", 1_i64);
+            }),
+        ),
+        (
+            "a top-level field reads do not show",
+            variant(|doc| {
+                doc.insert("vendor_sync", "x");
+            }),
+        ),
+        (
+            "a tampered payload",
+            variant(|doc| {
+                first_pass(doc).get_document_mut("payload").unwrap().insert("rides", 2);
+            }),
+        ),
+        (
+            "the payload tampered another way",
+            variant(|doc| {
+                first_pass(doc).get_document_mut("payload").unwrap().insert("rides", 3);
+            }),
+        ),
+        (
+            "another verified payload, with its hash",
+            variant(|doc| {
+                let second = doc.get_array("passes").unwrap()[1].as_document().unwrap().clone();
+                let pass = first_pass(doc);
+                pass.insert("payload", second.get_document("payload").unwrap().clone());
+                pass.insert("payload_hash", second.get_str("payload_hash").unwrap());
+            }),
+        ),
+        (
+            "another status",
+            variant(|doc| {
+                first_pass(doc).insert("status", "USED");
+            }),
+        ),
+        (
+            "a vendor field on a pass",
+            variant(|doc| {
+                first_pass(doc).insert("vendor_ref", "X-1");
+            }),
+        ),
+        (
+            "the passes in another order",
+            variant(|doc| {
+                doc.get_array_mut("passes").unwrap().swap(0, 1);
+            }),
+        ),
+        (
+            "fresh instead of stale",
+            variant(|doc| {
+                doc.insert("timestamp", DateTime::now().timestamp_millis());
+            }),
+        ),
+    ];
+    let reads: Vec<(&str, String, CachedTickets)> = variants
+        .iter()
+        .map(|(name, doc)| {
+            let (tickets, body) = read(doc);
+            (*name, tickets.json.replacen(&format!("\"age_seconds\":{}", body["age_seconds"]), "", 1), tickets)
+        })
+        .collect();
+    assert_eq!(verdicts(&reads[6].2), [Integrity::Verified; 3], "the swapped-in payload verifies");
+    assert_eq!((reads[4].2.count(Integrity::Mismatch), reads[5].2.count(Integrity::Mismatch)), (1, 1));
+    let mut same = Vec::new();
+    for (a, body_a, read_a) in &reads {
+        for (b, body_b, read_b) in &reads {
+            assert_eq!(read_a.etag == read_b.etag, body_a == body_b, "{a} vs {b}:\n{body_a}\n{body_b}");
+            if a < b && body_a == body_b {
+                same.push((*a, *b));
+            }
+        }
+    }
+    same.sort();
+    let mut expected = vec![
+        ("another Mongoose _id (not shown)", "original"),
+        ("a payload number stored as int64 (prints the same)", "original"),
+        ("a top-level field reads do not show", "original"),
+        ("a payload number stored as int64 (prints the same)", "another Mongoose _id (not shown)"),
+        ("a top-level field reads do not show", "another Mongoose _id (not shown)"),
+        ("a payload number stored as int64 (prints the same)", "a top-level field reads do not show"),
+    ];
+    expected.sort();
+    assert_eq!(same, expected, "which stored changes leave the body as it was");
+}
+
+/// A pass a filter leaves out leaves nothing of itself in the validator: the read that filters on a
+/// verdict prints, and validates, as the unfiltered read of the document without the passes it leaves out.
+#[test]
+fn a_filtered_read_validates_as_the_body_it_prints() {
+    let mut original = fixture("legacy_sample.ejson").swap_remove(0);
+    let passes = original.get_array_mut("passes").unwrap();
+    passes[1].as_document_mut().unwrap().get_document_mut("payload").unwrap().insert("rides", 9);
+    // Only the tampered pass is left: the verified ones before and after it are printed, then taken back.
+    let mut only_tampered = original.clone();
+    only_tampered.get_array_mut("passes").unwrap().remove(0);
+    only_tampered.insert("passes4", domain::mongodb::bson::Bson::Array(vec![]));
+    let mismatched = domain::PassFilter::new(vec![], None, Some(Integrity::Mismatch), &domain::Limits::default()).unwrap();
+    let freshness = Freshness { now: DateTime::now(), ttl: Duration::from_secs(3600), max_skew: Duration::from_secs(300) };
+    let render_with = |doc: &Document, filter: &domain::PassFilter| {
+        let raw = RawDocumentBuf::from_document(doc).unwrap();
+        render(UserId::new(1).unwrap(), Selection::All, filter, &raw, freshness, &VerifiedPayloads::new(0))
+    };
+    let filtered = render_with(&original, &mismatched);
+    let unfiltered = render_with(&only_tampered, &domain::PassFilter::default());
+    assert_eq!(verdicts(&filtered), [Integrity::Mismatch]);
+    assert_eq!(filtered.json, unfiltered.json);
+    assert_eq!(filtered.etag, unfiltered.etag);
+    assert_ne!(filtered.etag, render_with(&original, &domain::PassFilter::default()).etag);
+}
