@@ -12,7 +12,6 @@ use futures_util::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{doc, rawdoc, Bson, DateTime, Document, RawArrayBuf, RawBson, RawBsonRef, RawDocumentBuf};
 use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::ReturnDocument;
 use mongodb::{Client, Collection, Database};
 use payload::js_date::to_iso_string;
 use payload::{ConvertedPayloads, VerifiedPayloads, MAX_SAFE_INTEGER};
@@ -273,58 +272,52 @@ impl TicketCache {
     /// the write: the entry was a duplicate exactly when its `id` is among them.
     pub async fn push_log(&self, user: UserId, entry: &LogEntryInput, now: DateTime) -> Result<PushOutcome, CacheError> {
         let mut stored = validate_log_entry(entry, &self.config.limits)?;
-        stored.insert(field::SERVER_TIME, to_iso_string(now));
+        stored.append(field::SERVER_TIME, to_iso_string(now));
         let log = entry.kind.log_field();
         let logged = format!("${log}");
         // What the log holds: a stored value that is not an array (the collection is shared) holds no
         // entries, and the push replaces it rather than failing on it for ever.
-        let entries = doc! { "$cond": [{ "$isArray": &logged }, &logged, []] };
+        let entries = rawdoc! { "$cond": [{ "$isArray": logged.as_str() }, logged.as_str(), []] };
         // `$literal`: client strings that start with `$` are data, not field paths.
-        let appended = doc! { "$slice": [
-            { "$concatArrays": [&entries, { "$literal": [stored] }] },
+        let appended = rawdoc! { "$slice": [
+            { "$concatArrays": [entries.clone(), { "$literal": [stored] }] },
             -i64::from(self.config.log_cap),
         ] };
         let expires_at = self.expires_at(now);
-        let document_id = doc! { "$ifNull": ["$_id", derived_id(user)] };
+        let document_id = rawdoc! { "$ifNull": ["$_id", derived_id(user)] };
         let (set, projection) = match &entry.id {
             Some(id) => {
-                let ids = doc! { "$map": {
-                    "input": &entries,
+                let ids = rawdoc! { "$map": {
+                    "input": entries,
                     "as": "e",
-                    "in": { "$ifNull": [format!("$$e.{}", field::LOG_ENTRY_ID), Bson::Null] },
+                    "in": { "$ifNull": [format!("$$e.{}", field::LOG_ENTRY_ID), RawBson::Null] },
                 } };
-                let duplicate = doc! { "$in": [id, ids] };
-                let set = doc! {
+                let duplicate = rawdoc! { "$in": [id.as_str(), ids] };
+                let set = rawdoc! {
                     "_id": document_id,
-                    log: { "$cond": [duplicate.clone(), &logged, appended] },
+                    log: { "$cond": [duplicate.clone(), logged.as_str(), appended] },
                     field::EXPIRES_AT: { "$cond": [duplicate, format!("${}", field::EXPIRES_AT), expires_at] },
                 };
-                (set, doc! { "_id": 0, format!("{log}.{}", field::LOG_ENTRY_ID): 1 })
+                (set, rawdoc! { "_id": 0, format!("{log}.{}", field::LOG_ENTRY_ID): 1 })
             }
-            None => (doc! { "_id": document_id, log: appended, field::EXPIRES_AT: expires_at }, doc! { "_id": 1 }),
+            None => (rawdoc! { "_id": document_id, log: appended, field::EXPIRES_AT: expires_at }, rawdoc! { "_id": 1 }),
         };
-        let update = vec![doc! { "$set": set }];
-        let filter = doc! { field::USER_ID: user };
+        let mut command = rawdoc! {
+            "findAndModify": self.config.collection.as_str(),
+            "query": { field::USER_ID: user },
+            "update": [{ "$set": set }],
+            "upsert": true,
+            "fields": projection,
+        };
+        self.append_write_concern(&mut command)?;
         // Without an `id`, a push whose reply was lost is not repeated: it could be appended twice.
         let kind = WriteKind { upsert: true, idempotent: entry.id.is_some() };
         let mut budget = Budget::start(self.config.operation_timeout);
-        let before = self
-            .write(&mut budget, kind, |limit| {
-                self.raw
-                    .find_one_and_update(filter.clone(), update.clone())
-                    .upsert(true)
-                    .projection(projection.clone())
-                    .return_document(ReturnDocument::Before)
-                    .max_time(limit)
-            })
-            .await?;
+        let reply = self.write_command(&mut budget, kind, &command, write_acknowledged).await?;
+        // `value` is the document before the write (`new` defaults to false), or null for an insert.
         let logged_before = |id: &str| {
-            let entries = before.as_ref().and_then(|d| d.get_array(log).ok());
-            entries
-                .into_iter()
-                .flatten()
-                .filter_map(|e| e.ok()?.as_document()?.get_str(field::LOG_ENTRY_ID).ok())
-                .any(|logged| logged == id)
+            let entries = reply.get_document("value").ok().and_then(|before| before.get_array(log).ok());
+            entries.into_iter().flatten().filter_map(|e| e.as_document()?.get_str(field::LOG_ENTRY_ID).ok()).any(|logged| logged == id)
         };
         Ok(match &entry.id {
             Some(id) if logged_before(id) => PushOutcome::Duplicate,

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use mongodb::bson::{self, doc, Document, RawBson, RawDocumentBuf};
+use mongodb::bson::{self, doc, RawBson, RawDocumentBuf};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -339,7 +339,7 @@ fn unconvertible(field: &dyn fmt::Display, error: ConvertError) -> ValidationErr
 }
 
 /// Validates a log entry and returns the document to push (without `server_time`, which the caller sets).
-pub fn validate_log_entry(entry: &LogEntryInput, limits: &Limits) -> Result<Document, ValidationError> {
+pub fn validate_log_entry(entry: &LogEntryInput, limits: &Limits) -> Result<RawDocumentBuf, ValidationError> {
     if let Some(id) = entry.id.as_deref() {
         check_text(&"id", id, limits.max_log_id_chars)?;
     }
@@ -349,21 +349,29 @@ pub fn validate_log_entry(entry: &LogEntryInput, limits: &Limits) -> Result<Docu
             reason: format!("at most {} errors per entry", limits.max_log_errors),
         });
     }
-    let errors = Value::Array(entry.errors.clone());
-    check_value(&"errors", &errors, 0, limits)?;
-    let data = entry.data.clone().map(Value::Object).unwrap_or(Value::Null);
-    check_value(&"data", &data, 0, limits)?;
-    let size = serde_json::to_vec(&errors).map_or(usize::MAX, |v| v.len()) + serde_json::to_vec(&data).map_or(usize::MAX, |v| v.len());
+    // Each error sits one level down, inside the `errors` array.
+    entry.errors.iter().try_for_each(|error| check_value(&"errors", error, 1, limits))?;
+    if let Some(data) = &entry.data {
+        check_object(&"data", data, 0, limits)?;
+    }
+    let size =
+        serde_json::to_vec(&entry.errors).map_or(usize::MAX, |v| v.len()) + serde_json::to_vec(&entry.data).map_or(usize::MAX, |v| v.len());
     if size > limits.max_log_entry_bytes {
         return Err(ValidationError::PayloadTooLarge { field: "errors/data".into(), max: limits.max_log_entry_bytes });
     }
-    let to_bson =
-        |field: &str, v: &Value| bson::to_bson(v).map_err(|e| ValidationError::Invalid { field: field.into(), reason: e.to_string() });
-    let mut stored = doc! { "errors": to_bson("errors", &errors)?, "data": to_bson("data", &data)? };
-    if let Some(id) = &entry.id {
-        stored.insert("id", id);
-    }
-    Ok(stored)
+    let stored = StoredLogEntry { errors: &entry.errors, data: &entry.data, id: entry.id.as_deref() };
+    bson::to_raw_document_buf(&stored).map_err(|e| ValidationError::Invalid { field: "errors/data".into(), reason: e.to_string() })
+}
+
+/// A log entry as stored, before the write adds its `server_time`: serialized straight from the request,
+/// without an intermediate `Document`.
+#[derive(serde::Serialize)]
+struct StoredLogEntry<'a> {
+    errors: &'a [Value],
+    /// `null` when the request has none.
+    data: &'a Option<Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
 }
 
 pub(crate) fn check_text(field: &dyn fmt::Display, value: &str, max_chars: usize) -> Result<(), ValidationError> {
@@ -584,6 +592,22 @@ mod tests {
             serde_json::from_value(json!({"kind": "passes", "errors": [{"code": "E"}], "data": {"a": 1}, "id": "r-1"})).unwrap();
         let stored = validate_log_entry(&entry, &l).unwrap();
         assert_eq!(stored.get_str("id").unwrap(), "r-1");
+        // Stored with the BSON types the Node service's entries have: integers as int64 (as `bson`
+        // maps JSON integers), fractions as doubles, a missing `data` as null.
+        for (body, expected) in [
+            (
+                json!({"kind": "passes", "errors": [{"code": "E", "n": 1, "big": 9007199254740991_i64, "f": 1.5, "u": "é"}, "x", [null]], "data": {"a": {"b": [1]}}, "id": "r-1"}),
+                doc! {
+                    "errors": [{ "code": "E", "n": 1_i64, "big": 9007199254740991_i64, "f": 1.5, "u": "é" }, "x", [bson::Bson::Null]],
+                    "data": { "a": { "b": [1_i64] } },
+                    "id": "r-1",
+                },
+            ),
+            (json!({"kind": "passes4", "errors": []}), doc! { "errors": [], "data": bson::Bson::Null }),
+        ] {
+            let entry: LogEntryInput = serde_json::from_value(body).unwrap();
+            assert_eq!(validate_log_entry(&entry, &l).unwrap(), RawDocumentBuf::from_document(&expected).unwrap());
+        }
         let bad: LogEntryInput = serde_json::from_value(json!({"kind": "passes", "errors": [{"$where": "1"}]})).unwrap();
         assert!(validate_log_entry(&bad, &l).is_err());
         let big: LogEntryInput = serde_json::from_value(json!({"kind": "passes", "errors": ["x".repeat(l.max_log_entry_bytes)]})).unwrap();
