@@ -131,7 +131,8 @@ pub fn render(
     let age_start = out.len();
     write_optional_i64(age.map(|a| a.as_secs() as i64), &mut out);
     // The age changes every second; the validator leaves it out, so revalidation works while it ticks.
-    let mut unvalidated = Vec::from([age_start..out.len()]);
+    let age_text = age_start..out.len();
+    let mut unvalidated = vec![age_text];
     out.extend_from_slice(if stale { b",\"stale\":true" } else { b",\"stale\":false" });
 
     let mut arrays = Vec::with_capacity(selection.kinds().len());
