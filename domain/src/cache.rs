@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
-use mongodb::bson::{doc, rawdoc, Bson, DateTime, Document, RawArrayBuf, RawBson, RawBsonRef, RawDocumentBuf};
+use mongodb::bson::{doc, rawdoc, to_raw_document_buf, Bson, DateTime, Document, RawBson, RawBsonRef, RawDocumentBuf};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::{Client, Collection, Database};
 use payload::js_date::to_iso_string;
-use payload::{ConvertedPayloads, VerifiedPayloads, MAX_SAFE_INTEGER};
+use payload::{ConvertedPayloads, VerifiedPayloads};
 use serde::Serialize;
 
 use crate::config::CacheConfig;
@@ -24,11 +24,13 @@ use crate::input::{validate_log_entry, validate_passes, LogEntryInput, PassUpdat
 use crate::pass_filter::PassFilter;
 use crate::read::{self, CachedTickets, Freshness};
 use crate::retry::{self, Budget, WriteKind};
-use crate::schema::{field, reserved, JsNumber, Millis, PassKind, Selection, UserId};
+use crate::schema::{field, JsNumber, Millis, PassKind, Selection, UserId};
+use replace_statement::{ReplaceStatement, UpdateCommand};
 
 mod audit;
 mod bulk;
 mod error_report;
+mod replace_statement;
 pub use audit::{AuditFinding, AuditReport, FindingKind};
 pub use bulk::MAX_BULK_USERS;
 pub use error_report::{CodeCount, ErrorQuery, ErrorReport, HourCount, KindCount, UserCount};
@@ -59,7 +61,7 @@ pub struct ReplaceOutcome {
 
 /// A validated replace: its `update` statement, and what it writes.
 struct PreparedReplace {
-    statement: RawDocumentBuf,
+    statement: ReplaceStatement,
     outcome: ReplaceOutcome,
 }
 
@@ -163,14 +165,21 @@ impl TicketCache {
     /// stored timestamp read, for the 409. (`bench/put_pipelines.py` measures each choice.)
     pub async fn replace_passes(&self, user: UserId, update: &PassUpdate, now: DateTime) -> Result<ReplaceOutcome, CacheError> {
         let replace = self.prepare_replace(user, update, now)?;
-        let mut command = rawdoc! { "update": self.config.collection.as_str(), "updates": [replace.statement] };
-        self.append_write_concern(&mut command)?;
+        let write_concern = self.write_concern()?;
+        let updates = [&replace.statement];
+        let command = |max_time_ms| UpdateCommand {
+            update: &self.config.collection,
+            updates: &updates,
+            ordered: None,
+            write_concern: write_concern.as_deref(),
+            max_time_ms,
+        };
 
         // Idempotent: the same timestamp writes the same state, so a repeat after a lost reply is safe, and
         // a repeat after E11000 (a concurrent first write created the document) updates that document.
         // The driver does not retry raw commands; `write` does.
         let mut budget = Budget::start(self.config.operation_timeout);
-        let reply = self.write_command(&mut budget, WRITE_REPLACE, &command, write_acknowledged).await?;
+        let reply = self.write_command(&mut budget, WRITE_REPLACE, |ms| to_raw_document_buf(&command(ms)), write_acknowledged).await?;
         let (outcome, timestamp) = (replace.outcome, replace.outcome.timestamp);
         if changed_count(&reply) > 0 {
             return Ok(outcome);
@@ -199,67 +208,41 @@ impl TicketCache {
             return Err(ValidationError::TimestampInFuture { timestamp: timestamp.0, max_skew_seconds: max_skew.as_secs() }.into());
         }
 
-        // Every field is written only when the stored document is not newer. A stored timestamp that is not
-        // a time (missing, not a number, outside 0..=2^53-1: see `Millis::from_number`) orders nothing, so
-        // the write replaces it rather than being refused for ever.
-        let stored = format!("${}", field::TIMESTAMP);
-        let writable = rawdoc! { "$or": [
-            { "$not": [{ "$isNumber": stored.as_str() }] },
-            { "$lt": [stored.as_str(), 0_i64] },
-            { "$gt": [stored.as_str(), MAX_SAFE_INTEGER] },
-            { "$lte": [stored.as_str(), timestamp.0] },
-        ] };
-        let guarded = |new: RawBson, name: &str| rawdoc! { "$cond": [writable.clone(), new, format!("${name}")] };
-        let mut index_stage = RawDocumentBuf::new();
-        let mut write_stage = rawdoc! {
-            "_id": { "$ifNull": ["$_id", derived_id(user)] },
-            field::TIMESTAMP: guarded(timestamp.0.into(), field::TIMESTAMP),
-            field::EXPIRES_AT: guarded(self.expires_at(now).into(), field::EXPIRES_AT),
-        };
         let mut outcome = ReplaceOutcome { timestamp, passes: None, passes4: None };
+        let mut passes = Vec::with_capacity(PassKind::ALL.len());
         for kind in PassKind::ALL {
-            let Some(passes) = update.passes(kind) else { continue };
-            let valid_passes = validate_passes(kind, passes, timestamp, limits, &self.converted)?;
+            let Some(input) = update.passes(kind) else { continue };
+            let valid_passes = validate_passes(kind, input, timestamp, limits, &self.converted)?;
             match kind {
                 PassKind::Passes => outcome.passes = Some(valid_passes.len()),
                 PassKind::Passes4 => outcome.passes4 = Some(valid_passes.len()),
             }
-            let (index, merged) = merge_stages(kind, valid_passes.into_iter().map(|pass| pass.0));
-            index_stage.append(kind.field(), guarded(index.into(), kind.field()));
-            write_stage.append(kind.field(), guarded(merged.into(), kind.field()));
+            passes.push((kind, valid_passes.into_iter().map(|pass| pass.0).collect()));
         }
-        let statement = rawdoc! {
-            "q": { field::USER_ID: user },
-            "u": [{ "$set": index_stage }, { "$set": write_stage }],
-            "upsert": true,
-        };
+        let statement = ReplaceStatement::new(user, timestamp.0, self.expires_at(now), passes);
         Ok(PreparedReplace { statement, outcome })
     }
 
-    /// Runs a raw write command under [`TicketCache::write`]'s retries, each attempt with its `maxTimeMS`;
-    /// `reply` turns a reply into the driver's error where the command reports one inside `ok: 1`.
+    /// Runs a raw write command under [`TicketCache::write`]'s retries: `command` makes each attempt's
+    /// command with its `maxTimeMS`; `reply` turns a reply into the driver's error where the command
+    /// reports one inside `ok: 1`.
     async fn write_command(
         &self,
         budget: &mut Budget,
         kind: WriteKind,
-        command: &RawDocumentBuf,
+        command: impl Fn(i64) -> mongodb::bson::ser::Result<RawDocumentBuf>,
         reply: fn(Document) -> mongodb::error::Result<Document>,
     ) -> Result<Document, CacheError> {
         self.write(budget, kind, |limit| {
-            let mut attempt = command.clone();
-            attempt.append("maxTimeMS", limit.as_millis() as i64);
-            async move { self.db.run_raw_command(attempt).await.and_then(reply) }
+            let attempt = command(limit.as_millis() as i64);
+            async move { self.db.run_raw_command(attempt?).await.and_then(reply) }
         })
         .await
     }
 
-    /// A raw command does not inherit the client's write concern; this sends it explicitly.
-    fn append_write_concern(&self, command: &mut RawDocumentBuf) -> Result<(), CacheError> {
-        if let Some(concern) = self.db.write_concern() {
-            let concern = mongodb::bson::to_raw_document_buf(concern).map_err(|e| CacheError::Database(e.into()))?;
-            command.append("writeConcern", concern);
-        }
-        Ok(())
+    /// The client's write concern as a command field: a raw command does not inherit it.
+    fn write_concern(&self) -> Result<Option<RawDocumentBuf>, CacheError> {
+        self.db.write_concern().map(|concern| to_raw_document_buf(concern).map_err(|e| CacheError::Database(e.into()))).transpose()
     }
 
     /// Appends one entry to a pass kind's log, keeping the newest `log_cap` entries. An entry whose `id`
@@ -309,11 +292,13 @@ impl TicketCache {
             "upsert": true,
             "fields": projection,
         };
-        self.append_write_concern(&mut command)?;
+        if let Some(concern) = self.write_concern()? {
+            command.append("writeConcern", concern);
+        }
         // Without an `id`, a push whose reply was lost is not repeated: it could be appended twice.
         let kind = WriteKind { upsert: true, idempotent: entry.id.is_some() };
         let mut budget = Budget::start(self.config.operation_timeout);
-        let reply = self.write_command(&mut budget, kind, &command, write_acknowledged).await?;
+        let reply = self.write_command(&mut budget, kind, with_time_limit(&command), write_acknowledged).await?;
         // `value` is the document before the write (`new` defaults to false), or null for an insert.
         let logged_before = |id: &str| {
             let entries = reply.get_document("value").ok().and_then(|before| before.get_array(log).ok());
@@ -550,59 +535,17 @@ fn newer_than(stored: RawBsonRef<'_>, timestamp: Millis) -> Option<Millis> {
     later.then(|| Millis::from_number(number)).flatten()
 }
 
+/// Each attempt of a command built whole: a copy with the attempt's `maxTimeMS`.
+fn with_time_limit(command: &RawDocumentBuf) -> impl Fn(i64) -> mongodb::bson::ser::Result<RawDocumentBuf> + '_ {
+    move |max_time_ms| {
+        let mut attempt = command.clone();
+        attempt.append("maxTimeMS", max_time_ms);
+        Ok(attempt)
+    }
+}
+
 /// A replace: an upsert, and idempotent (the same timestamp writes the same state).
 const WRITE_REPLACE: WriteKind = WriteKind { upsert: true, idempotent: true };
 
 /// The sweeper's deletes and trims: repeating one removes nothing more than running it once.
 const SWEEP: WriteKind = WriteKind { upsert: false, idempotent: true };
-
-/// The two `$set` stages that write one pass array: each new pass merged over the stored pass with the
-/// same `pass_uuid` (stored fields first, so the new values win and fields only the stored pass has
-/// survive), less the [`reserved`] names a stored pass must not carry into the new one.
-///
-/// The first stage replaces the stored array, for the second stage only, by an object from each stored
-/// `pass_uuid` that is being written to its stored pass (the first one, when a uuid is stored twice). The
-/// second looks each new pass up in it by its uuid, a constant. One pass over the stored array instead of
-/// a scan of it for every new pass: the scan and a `$let` holding the index (which DocumentDB evaluates
-/// again at every use) cost more (`bench/put_pipelines.py`). The keys are uuids this write validated,
-/// which `$getField` reads whatever they contain. `$literal` keeps client strings that start with `$`
-/// from being read as field paths.
-fn merge_stages(kind: PassKind, new_passes: impl Iterator<Item = RawDocumentBuf>) -> (RawDocumentBuf, RawArrayBuf) {
-    let stored = format!("${}", kind.field());
-    let mut uuids = RawArrayBuf::new();
-    let mut merged = RawArrayBuf::new();
-    for pass in new_passes {
-        let uuid = pass.get_str(field::PASS_UUID).unwrap_or_default().to_owned();
-        merged.push(rawdoc! { "$mergeObjects": [
-            { "$getField": { "field": { "$literal": uuid.as_str() }, "input": stored.as_str() } },
-            { "$literal": pass },
-        ] });
-        uuids.push(uuid);
-    }
-    let mut unreserved = RawArrayBuf::new();
-    let mut carries_reserved = RawArrayBuf::new();
-    for name in reserved::PASS_FIELDS {
-        unreserved.push(name);
-        carries_reserved.push(rawdoc! { "$ne": [{ "$type": format!("$$old.{name}") }, "missing"] });
-    }
-    let without_reserved = rawdoc! { "$arrayToObject": { "$filter": {
-        "input": { "$objectToArray": "$$old" },
-        "as": "field",
-        "cond": { "$not": [{ "$in": ["$$field.k", unreserved] }] },
-    } } };
-    let index = rawdoc! { "$arrayToObject": { "$map": {
-        // Reversed, so that the first stored pass of a uuid is the one the object keeps.
-        "input": { "$reverseArray": { "$filter": {
-            // A stored value that is not an array holds no passes to merge (and must not fail the write).
-            "input": { "$cond": [{ "$isArray": stored.as_str() }, stored.as_str(), []] },
-            "as": "old",
-            "cond": { "$in": [format!("$$old.{}", field::PASS_UUID), { "$literal": uuids }] },
-        } } },
-        "as": "old",
-        "in": {
-            "k": format!("$$old.{}", field::PASS_UUID),
-            "v": { "$cond": [{ "$or": carries_reserved }, without_reserved, "$$old"] },
-        },
-    } } };
-    (index, merged)
-}

@@ -4,8 +4,9 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use futures_util::TryStreamExt;
-use mongodb::bson::{doc, rawdoc, DateTime, Document, RawArrayBuf};
+use mongodb::bson::{doc, to_raw_document_buf, DateTime, Document};
 
+use super::replace_statement::{ReplaceStatement, UpdateCommand};
 use super::{changed_count, concern_satisfied, newer_than, time_spent, ReplaceOutcome, TicketCache, WRITE_REPLACE};
 use crate::error::CacheError;
 use crate::input::PassUpdate;
@@ -47,16 +48,19 @@ impl TicketCache {
         // Entries whose statement ran without error, and how many documents those statements changed.
         let mut written = Vec::new();
         let mut changed = 0;
+        let write_concern = self.write_concern()?;
         while !pending.is_empty() {
-            let mut updates = RawArrayBuf::new();
-            for &i in &pending {
-                updates.push(statements[i].1.clone());
-            }
-            let mut command = rawdoc! { "update": self.config.collection.as_str(), "updates": updates, "ordered": false };
-            self.append_write_concern(&mut command)?;
+            let updates: Vec<&ReplaceStatement> = pending.iter().map(|&i| &statements[i].1).collect();
+            let command = |max_time_ms| UpdateCommand {
+                update: &self.config.collection,
+                updates: &updates,
+                ordered: Some(false),
+                write_concern: write_concern.as_deref(),
+                max_time_ms,
+            };
             // The whole command is repeated after a lost reply or a refusal of the command itself: every
             // statement is idempotent (`replace_passes`).
-            let reply = self.write_command(&mut budget, WRITE_REPLACE, &command, concern_satisfied).await?;
+            let reply = self.write_command(&mut budget, WRITE_REPLACE, |ms| to_raw_document_buf(&command(ms)), concern_satisfied).await?;
             changed += changed_count(&reply);
             let errors = statement_errors(&reply);
             let mut refused = Vec::new();

@@ -1,0 +1,245 @@
+//! A replace's `update` statement, and the `update` command that carries one or many of them.
+//!
+//! The statement is kept as typed parts and serialized (`serde`, the `bson` crate's raw serializer) into
+//! each attempt's command in one pass, so every pass is copied once per attempt. Built from nested
+//! `rawdoc!` values instead, each level of nesting copies the passes again: about fifteen copies of a
+//! 20 + 20 pass write before it reached the driver (`make bench`, handler-only `update_tickets_20x2_passes`).
+
+use mongodb::bson::{rawdoc, DateTime, RawArrayBuf, RawDocument, RawDocumentBuf};
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+
+use super::derived_id;
+use crate::schema::{field, reserved, PassKind, UserId};
+
+/// One replace as an `update` statement: an upsert on `user_id` with a two-stage pipeline, every field
+/// written only when the stored document is not newer than `timestamp`.
+#[derive(Debug, Serialize)]
+pub(super) struct ReplaceStatement {
+    q: RawDocumentBuf,
+    u: (SetStage<IndexStage>, SetStage<WriteStage>),
+    upsert: bool,
+}
+
+impl ReplaceStatement {
+    /// `passes`: each array being written, with its new passes in order.
+    pub(super) fn new(user: UserId, timestamp: i64, expires_at: DateTime, passes: Vec<(PassKind, Vec<RawDocumentBuf>)>) -> Self {
+        // A stored timestamp that is not a time (missing, not a number, outside 0..=2^53-1: see
+        // `Millis::from_number`) orders nothing, so the write replaces it rather than being refused for ever.
+        let stored = format!("${}", field::TIMESTAMP);
+        let writable = rawdoc! { "$or": [
+            { "$not": [{ "$isNumber": stored.as_str() }] },
+            { "$lt": [stored.as_str(), 0_i64] },
+            { "$gt": [stored.as_str(), payload::MAX_SAFE_INTEGER] },
+            { "$lte": [stored.as_str(), timestamp] },
+        ] };
+        let guarded = |name: &'static str| (writable.clone(), format!("${name}"));
+        let mut index = Vec::new();
+        let mut merged = Vec::new();
+        for (kind, new_passes) in passes {
+            let (index_stage, merge) = merge_stages(kind, new_passes);
+            index.push((kind.field(), Guarded::new(guarded(kind.field()), index_stage)));
+            merged.push((kind.field(), Guarded::new(guarded(kind.field()), merge)));
+        }
+        let write = WriteStage {
+            id: rawdoc! { "$ifNull": ["$_id", derived_id(user)] },
+            timestamp: Guarded::new(guarded(field::TIMESTAMP), timestamp),
+            expires_at: Guarded::new(guarded(field::EXPIRES_AT), expires_at),
+            passes: merged,
+        };
+        ReplaceStatement {
+            q: rawdoc! { field::USER_ID: user },
+            u: (SetStage { set: IndexStage(index) }, SetStage { set: write }),
+            upsert: true,
+        }
+    }
+}
+
+/// An `update` command: statements, the client's write concern (a raw command does not inherit it) and
+/// the attempt's server-side time limit.
+#[derive(Serialize)]
+pub(super) struct UpdateCommand<'a> {
+    pub update: &'a str,
+    pub updates: &'a [&'a ReplaceStatement],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ordered: Option<bool>,
+    #[serde(rename = "writeConcern", skip_serializing_if = "Option::is_none")]
+    pub write_concern: Option<&'a RawDocument>,
+    #[serde(rename = "maxTimeMS")]
+    pub max_time_ms: i64,
+}
+
+/// A `$set` pipeline stage.
+#[derive(Debug, Serialize)]
+struct SetStage<T> {
+    #[serde(rename = "$set")]
+    set: T,
+}
+
+/// `{ $cond: [writable, new, "$field"] }`: the new value where the stored document is not newer, else the
+/// stored one.
+#[derive(Debug, Serialize)]
+struct Guarded<T> {
+    #[serde(rename = "$cond")]
+    cond: (RawDocumentBuf, T, String),
+}
+
+impl<T> Guarded<T> {
+    fn new((writable, stored): (RawDocumentBuf, String), new: T) -> Self {
+        Guarded { cond: (writable, new, stored) }
+    }
+}
+
+/// The first stage: each written array, for the second stage only, as an index of its stored passes.
+#[derive(Debug)]
+struct IndexStage(Vec<(&'static str, Guarded<RawDocumentBuf>)>);
+
+/// The second stage: the document's `_id`, `timestamp`, `expires_at` and the merged arrays.
+#[derive(Debug)]
+struct WriteStage {
+    id: RawDocumentBuf,
+    timestamp: Guarded<i64>,
+    expires_at: Guarded<DateTime>,
+    passes: Vec<(&'static str, Guarded<Vec<MergePass>>)>,
+}
+
+impl Serialize for IndexStage {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut stage = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            stage.serialize_entry(name, value)?;
+        }
+        stage.end()
+    }
+}
+
+impl Serialize for WriteStage {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut stage = serializer.serialize_map(Some(3 + self.passes.len()))?;
+        stage.serialize_entry("_id", &self.id)?;
+        stage.serialize_entry(field::TIMESTAMP, &self.timestamp)?;
+        stage.serialize_entry(field::EXPIRES_AT, &self.expires_at)?;
+        for (name, value) in &self.passes {
+            stage.serialize_entry(name, value)?;
+        }
+        stage.end()
+    }
+}
+
+/// One new pass over the stored pass with its uuid: `{ $mergeObjects: [stored, { $literal: new }] }`.
+#[derive(Debug, Serialize)]
+struct MergePass {
+    #[serde(rename = "$mergeObjects")]
+    merge: (RawDocumentBuf, Literal),
+}
+
+/// `{ $literal: value }`: client strings that start with `$` are data, not field paths.
+#[derive(Debug, Serialize)]
+struct Literal {
+    #[serde(rename = "$literal")]
+    value: RawDocumentBuf,
+}
+
+/// The two `$set` stages that write one pass array: each new pass merged over the stored pass with the
+/// same `pass_uuid` (stored fields first, so the new values win and fields only the stored pass has
+/// survive), less the [`reserved`] names a stored pass must not carry into the new one.
+///
+/// The first stage replaces the stored array, for the second stage only, by an object from each stored
+/// `pass_uuid` that is being written to its stored pass (the first one, when a uuid is stored twice). The
+/// second looks each new pass up in it by its uuid, a constant. One pass over the stored array instead of
+/// a scan of it for every new pass: the scan and a `$let` holding the index (which DocumentDB evaluates
+/// again at every use) cost more (`bench/put_pipelines.py`). The keys are uuids this write validated,
+/// which `$getField` reads whatever they contain.
+fn merge_stages(kind: PassKind, new_passes: Vec<RawDocumentBuf>) -> (RawDocumentBuf, Vec<MergePass>) {
+    let stored = format!("${}", kind.field());
+    let mut uuids = RawArrayBuf::new();
+    let mut merged = Vec::with_capacity(new_passes.len());
+    for pass in new_passes {
+        let uuid = pass.get_str(field::PASS_UUID).unwrap_or_default().to_owned();
+        let stored_pass = rawdoc! { "$getField": { "field": { "$literal": uuid.as_str() }, "input": stored.as_str() } };
+        merged.push(MergePass { merge: (stored_pass, Literal { value: pass }) });
+        uuids.push(uuid);
+    }
+    let mut unreserved = RawArrayBuf::new();
+    let mut carries_reserved = RawArrayBuf::new();
+    for name in reserved::PASS_FIELDS {
+        unreserved.push(name);
+        carries_reserved.push(rawdoc! { "$ne": [{ "$type": format!("$$old.{name}") }, "missing"] });
+    }
+    let without_reserved = rawdoc! { "$arrayToObject": { "$filter": {
+        "input": { "$objectToArray": "$$old" },
+        "as": "field",
+        "cond": { "$not": [{ "$in": ["$$field.k", unreserved] }] },
+    } } };
+    let index = rawdoc! { "$arrayToObject": { "$map": {
+        // Reversed, so that the first stored pass of a uuid is the one the object keeps.
+        "input": { "$reverseArray": { "$filter": {
+            // A stored value that is not an array holds no passes to merge (and must not fail the write).
+            "input": { "$cond": [{ "$isArray": stored.as_str() }, stored.as_str(), []] },
+            "as": "old",
+            "cond": { "$in": [format!("$$old.{}", field::PASS_UUID), { "$literal": uuids }] },
+        } } },
+        "as": "old",
+        "in": {
+            "k": format!("$$old.{}", field::PASS_UUID),
+            "v": { "$cond": [{ "$or": carries_reserved }, without_reserved, "$$old"] },
+        },
+    } } };
+    (index, merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use mongodb::bson::to_raw_document_buf;
+
+    use super::*;
+
+    /// The command as the server receives it: the statement's typed parts serialize to the pipeline
+    /// written out by hand here, field for field and in order.
+    #[test]
+    fn the_command_is_the_guarded_two_stage_pipeline() {
+        let user = UserId::new(7).unwrap();
+        let expires_at = DateTime::from_millis(1_800_000_000_000);
+        let pass = rawdoc! { "pass_uuid": "u-1", "status": "$ACTIVE", "payload": { "a": 1 } };
+        let statement = ReplaceStatement::new(user, 1_795_000_000_000, expires_at, vec![(PassKind::Passes4, vec![pass.clone()])]);
+        let concern = rawdoc! { "w": "majority" };
+        let command = UpdateCommand {
+            update: "bytemark_tickets_cache",
+            updates: &[&statement],
+            ordered: Some(false),
+            write_concern: Some(&concern),
+            max_time_ms: 250,
+        };
+
+        let writable = rawdoc! { "$or": [
+            { "$not": [{ "$isNumber": "$timestamp" }] },
+            { "$lt": ["$timestamp", 0_i64] },
+            { "$gt": ["$timestamp", 9_007_199_254_740_991_i64] },
+            { "$lte": ["$timestamp", 1_795_000_000_000_i64] },
+        ] };
+        let (index, _) = merge_stages(PassKind::Passes4, vec![pass.clone()]);
+        let expected = rawdoc! {
+            "update": "bytemark_tickets_cache",
+            "updates": [{
+                "q": { "user_id": 7 },
+                "u": [
+                    { "$set": { "passes4": { "$cond": [writable.clone(), index, "$passes4"] } } },
+                    { "$set": {
+                        "_id": { "$ifNull": ["$_id", derived_id(user)] },
+                        "timestamp": { "$cond": [writable.clone(), 1_795_000_000_000_i64, "$timestamp"] },
+                        "expires_at": { "$cond": [writable.clone(), expires_at, "$expires_at"] },
+                        "passes4": { "$cond": [writable, [{ "$mergeObjects": [
+                            { "$getField": { "field": { "$literal": "u-1" }, "input": "$passes4" } },
+                            { "$literal": pass },
+                        ] }], "$passes4"] },
+                    } },
+                ],
+                "upsert": true,
+            }],
+            "ordered": false,
+            "writeConcern": { "w": "majority" },
+            "maxTimeMS": 250_i64,
+        };
+        assert_eq!(to_raw_document_buf(&command).unwrap(), expected);
+    }
+}
