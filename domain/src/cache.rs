@@ -25,12 +25,12 @@ use crate::pass_filter::PassFilter;
 use crate::read::{self, CachedTickets, Freshness};
 use crate::retry::{self, Budget, WriteKind};
 use crate::schema::{field, JsNumber, Millis, PassKind, Selection, UserId};
-use replace_statement::{ReplaceStatement, UpdateCommand};
+use write_commands::{PushCommand, PushStage, ReplaceStatement, SetStage, UpdateCommand};
 
 mod audit;
 mod bulk;
 mod error_report;
-mod replace_statement;
+mod write_commands;
 pub use audit::{AuditFinding, AuditReport, FindingKind};
 pub use bulk::MAX_BULK_USERS;
 pub use error_report::{CodeCount, ErrorQuery, ErrorReport, HourCount, KindCount, UserCount};
@@ -261,44 +261,40 @@ impl TicketCache {
         // What the log holds: a stored value that is not an array (the collection is shared) holds no
         // entries, and the push replaces it rather than failing on it for ever.
         let entries = rawdoc! { "$cond": [{ "$isArray": logged.as_str() }, logged.as_str(), []] };
-        // `$literal`: client strings that start with `$` are data, not field paths.
-        let appended = rawdoc! { "$slice": [
-            { "$concatArrays": [entries.clone(), { "$literal": [stored] }] },
-            -i64::from(self.config.log_cap),
-        ] };
-        let expires_at = self.expires_at(now);
-        let document_id = rawdoc! { "$ifNull": ["$_id", derived_id(user)] };
-        let (set, projection) = match &entry.id {
+        let (duplicate, fields) = match &entry.id {
             Some(id) => {
                 let ids = rawdoc! { "$map": {
-                    "input": entries,
+                    "input": entries.clone(),
                     "as": "e",
                     "in": { "$ifNull": [format!("$$e.{}", field::LOG_ENTRY_ID), RawBson::Null] },
                 } };
-                let duplicate = rawdoc! { "$in": [id.as_str(), ids] };
-                let set = rawdoc! {
-                    "_id": document_id,
-                    log: { "$cond": [duplicate.clone(), logged.as_str(), appended] },
-                    field::EXPIRES_AT: { "$cond": [duplicate, format!("${}", field::EXPIRES_AT), expires_at] },
-                };
-                (set, rawdoc! { "_id": 0, format!("{log}.{}", field::LOG_ENTRY_ID): 1 })
+                (Some(rawdoc! { "$in": [id.as_str(), ids] }), rawdoc! { "_id": 0, format!("{log}.{}", field::LOG_ENTRY_ID): 1 })
             }
-            None => (rawdoc! { "_id": document_id, log: appended, field::EXPIRES_AT: expires_at }, rawdoc! { "_id": 1 }),
+            None => (None, rawdoc! { "_id": 1 }),
         };
-        let mut command = rawdoc! {
-            "findAndModify": self.config.collection.as_str(),
-            "query": { field::USER_ID: user },
-            "update": [{ "$set": set }],
-            "upsert": true,
-            "fields": projection,
+        let stage = PushStage {
+            id: rawdoc! { "$ifNull": ["$_id", derived_id(user)] },
+            log,
+            entries,
+            entry: stored,
+            cap: i64::from(self.config.log_cap),
+            expires_at: self.expires_at(now),
+            duplicate,
         };
-        if let Some(concern) = self.write_concern()? {
-            command.append("writeConcern", concern);
-        }
+        let (query, write_concern) = (rawdoc! { field::USER_ID: user }, self.write_concern()?);
+        let command = |max_time_ms| PushCommand {
+            collection: &self.config.collection,
+            query: &query,
+            update: [SetStage { set: &stage }],
+            upsert: true,
+            fields: &fields,
+            write_concern: write_concern.as_deref(),
+            max_time_ms,
+        };
         // Without an `id`, a push whose reply was lost is not repeated: it could be appended twice.
         let kind = WriteKind { upsert: true, idempotent: entry.id.is_some() };
         let mut budget = Budget::start(self.config.operation_timeout);
-        let reply = self.write_command(&mut budget, kind, with_time_limit(&command), write_acknowledged).await?;
+        let reply = self.write_command(&mut budget, kind, |ms| to_raw_document_buf(&command(ms)), write_acknowledged).await?;
         // `value` is the document before the write (`new` defaults to false), or null for an insert.
         let logged_before = |id: &str| {
             let entries = reply.get_document("value").ok().and_then(|before| before.get_array(log).ok());
@@ -533,15 +529,6 @@ fn newer_than(stored: RawBsonRef<'_>, timestamp: Millis) -> Option<Millis> {
         JsNumber::Float(v) => v > timestamp.0 as f64,
     };
     later.then(|| Millis::from_number(number)).flatten()
-}
-
-/// Each attempt of a command built whole: a copy with the attempt's `maxTimeMS`.
-fn with_time_limit(command: &RawDocumentBuf) -> impl Fn(i64) -> mongodb::bson::ser::Result<RawDocumentBuf> + '_ {
-    move |max_time_ms| {
-        let mut attempt = command.clone();
-        attempt.append("maxTimeMS", max_time_ms);
-        Ok(attempt)
-    }
 }
 
 /// A replace: an upsert, and idempotent (the same timestamp writes the same state).

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, to_raw_document_buf, DateTime, Document};
 
-use super::replace_statement::{ReplaceStatement, UpdateCommand};
+use super::write_commands::{ReplaceStatement, UpdateCommand};
 use super::{changed_count, concern_satisfied, newer_than, time_spent, ReplaceOutcome, TicketCache, WRITE_REPLACE};
 use crate::error::CacheError;
 use crate::input::PassUpdate;

@@ -1,9 +1,11 @@
-//! A replace's `update` statement, and the `update` command that carries one or many of them.
+//! The write commands as sent: a replace's `update` statement and the `update` command that carries one
+//! or many, and a log push's `findAndModify`.
 //!
-//! The statement is kept as typed parts and serialized (`serde`, the `bson` crate's raw serializer) into
-//! each attempt's command in one pass, so every pass is copied once per attempt. Built from nested
-//! `rawdoc!` values instead, each level of nesting copies the passes again: about fifteen copies of a
-//! 20 + 20 pass write before it reached the driver (`make bench`, handler-only `update_tickets_20x2_passes`).
+//! Each is kept as typed parts and serialized (`serde`, the `bson` crate's raw serializer) into each
+//! attempt's command in one pass, so every pass and log entry is copied once per attempt. Built from
+//! nested `rawdoc!` values instead, each level of nesting copies its contents again: about fifteen copies
+//! of a 20 + 20 pass write before it reached the driver (`make bench`, handler-only
+//! `update_tickets_20x2_passes` and `push_log`).
 
 use mongodb::bson::{rawdoc, DateTime, RawArrayBuf, RawDocument, RawDocumentBuf};
 use serde::ser::{SerializeMap, Serializer};
@@ -69,11 +71,86 @@ pub(super) struct UpdateCommand<'a> {
     pub max_time_ms: i64,
 }
 
+/// A log push: one `findAndModify` upsert on `user_id` whose pipeline is one [`PushStage`]; the reply's
+/// `value` is the document before the write, as `fields` projects it.
+#[derive(Serialize)]
+pub(super) struct PushCommand<'a> {
+    #[serde(rename = "findAndModify")]
+    pub collection: &'a str,
+    pub query: &'a RawDocument,
+    pub update: [SetStage<&'a PushStage>; 1],
+    pub upsert: bool,
+    pub fields: &'a RawDocument,
+    #[serde(rename = "writeConcern", skip_serializing_if = "Option::is_none")]
+    pub write_concern: Option<&'a RawDocument>,
+    #[serde(rename = "maxTimeMS")]
+    pub max_time_ms: i64,
+}
+
+/// A push's `$set` stage: `_id` (kept, or derived for a new document), the log with `entry` appended and
+/// cut to its newest `cap` entries, and `expires_at`; when `duplicate` is given, the log and `expires_at`
+/// change only where it is false.
+#[derive(Debug)]
+pub(super) struct PushStage {
+    pub id: RawDocumentBuf,
+    pub log: &'static str,
+    /// The entries the log holds now (an expression).
+    pub entries: RawDocumentBuf,
+    pub entry: RawDocumentBuf,
+    pub cap: i64,
+    pub expires_at: DateTime,
+    pub duplicate: Option<RawDocumentBuf>,
+}
+
+impl Serialize for PushStage {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        /// `{ $slice: [{ $concatArrays: [entries, { $literal: [entry] }] }, -cap] }`
+        #[derive(Serialize)]
+        struct Appended<'a> {
+            #[serde(rename = "$slice")]
+            slice: (ConcatArrays<'a>, i64),
+        }
+        #[derive(Serialize)]
+        struct ConcatArrays<'a> {
+            #[serde(rename = "$concatArrays")]
+            arrays: (&'a RawDocument, LiteralEntries<'a>),
+        }
+        /// `$literal`: client strings that start with `$` are data, not field paths.
+        #[derive(Serialize)]
+        struct LiteralEntries<'a> {
+            #[serde(rename = "$literal")]
+            entries: [&'a RawDocument; 1],
+        }
+        /// `{ $cond: [duplicate, "$field", new] }`
+        #[derive(Serialize)]
+        struct UnlessDuplicate<'a, T> {
+            #[serde(rename = "$cond")]
+            cond: (&'a RawDocument, String, T),
+        }
+
+        let appended = Appended { slice: (ConcatArrays { arrays: (&self.entries, LiteralEntries { entries: [&self.entry] }) }, -self.cap) };
+        let mut stage = serializer.serialize_map(Some(3))?;
+        stage.serialize_entry("_id", &self.id)?;
+        match &self.duplicate {
+            Some(duplicate) => {
+                stage.serialize_entry(self.log, &UnlessDuplicate { cond: (duplicate, format!("${}", self.log), appended) })?;
+                let stored = format!("${}", field::EXPIRES_AT);
+                stage.serialize_entry(field::EXPIRES_AT, &UnlessDuplicate { cond: (duplicate, stored, self.expires_at) })?;
+            }
+            None => {
+                stage.serialize_entry(self.log, &appended)?;
+                stage.serialize_entry(field::EXPIRES_AT, &self.expires_at)?;
+            }
+        }
+        stage.end()
+    }
+}
+
 /// A `$set` pipeline stage.
 #[derive(Debug, Serialize)]
-struct SetStage<T> {
+pub(super) struct SetStage<T> {
     #[serde(rename = "$set")]
-    set: T,
+    pub set: T,
 }
 
 /// `{ $cond: [writable, new, "$field"] }`: the new value where the stored document is not newer, else the
@@ -190,7 +267,7 @@ fn merge_stages(kind: PassKind, new_passes: Vec<RawDocumentBuf>) -> (RawDocument
 
 #[cfg(test)]
 mod tests {
-    use mongodb::bson::to_raw_document_buf;
+    use mongodb::bson::{to_raw_document_buf, RawBson};
 
     use super::*;
 
@@ -241,5 +318,53 @@ mod tests {
             "maxTimeMS": 250_i64,
         };
         assert_eq!(to_raw_document_buf(&command).unwrap(), expected);
+    }
+
+    /// A push with an `id` appends unless that id is logged; without one it always appends.
+    #[test]
+    fn the_push_command_appends_unless_the_id_is_logged() {
+        let expires_at = DateTime::from_millis(1_800_000_000_000);
+        let entries = rawdoc! { "$cond": [{ "$isArray": "$passesLog" }, "$passesLog", []] };
+        let entry = rawdoc! { "errors": ["$E"], "data": RawBson::Null, "id": "r-1" };
+        let duplicate = rawdoc! { "$in": ["r-1", "$ids"] };
+        let (query, fields) = (rawdoc! { "user_id": 7 }, rawdoc! { "_id": 1 });
+        let appended = rawdoc! { "$slice": [{ "$concatArrays": [entries.clone(), { "$literal": [entry.clone()] }] }, -100_i64] };
+        for duplicate in [Some(duplicate), None] {
+            let stage = PushStage {
+                id: rawdoc! { "$ifNull": ["$_id", 1] },
+                log: "passesLog",
+                entries: entries.clone(),
+                entry: entry.clone(),
+                cap: 100,
+                expires_at,
+                duplicate: duplicate.clone(),
+            };
+            let command = PushCommand {
+                collection: "bytemark_tickets_cache",
+                query: &query,
+                update: [SetStage { set: &stage }],
+                upsert: true,
+                fields: &fields,
+                write_concern: None,
+                max_time_ms: 250,
+            };
+            let set = match duplicate {
+                Some(duplicate) => rawdoc! {
+                    "_id": { "$ifNull": ["$_id", 1] },
+                    "passesLog": { "$cond": [duplicate.clone(), "$passesLog", appended.clone()] },
+                    "expires_at": { "$cond": [duplicate, "$expires_at", expires_at] },
+                },
+                None => rawdoc! { "_id": { "$ifNull": ["$_id", 1] }, "passesLog": appended.clone(), "expires_at": expires_at },
+            };
+            let expected = rawdoc! {
+                "findAndModify": "bytemark_tickets_cache",
+                "query": { "user_id": 7 },
+                "update": [{ "$set": set }],
+                "upsert": true,
+                "fields": { "_id": 1 },
+                "maxTimeMS": 250_i64,
+            };
+            assert_eq!(to_raw_document_buf(&command).unwrap(), expected);
+        }
     }
 }
