@@ -263,7 +263,7 @@ fn query_parameters(op: Operation, limits: &Limits) -> Vec<Parameter> {
                 query(
                     "integrity",
                     domain::api_schema::integrity().into(),
-                    "Only passes with this verdict (the read computes it, so the ETag covers the filter).",
+                    "Only passes with this verdict (the read computes it; the ETag follows the filtered body).",
                 ),
                 ParameterBuilder::new()
                     .name("If-None-Match")
@@ -291,7 +291,7 @@ fn with_cache_headers(response: ResponseBuilder) -> ResponseBuilder {
             "ETag",
             HeaderBuilder::new()
                 .schema(string())
-                .description(Some("A strong validator: changes whenever the stored bytes or the staleness do (and per filter)."))
+                .description(Some("A strong validator of the body apart from `age_seconds`: it changes exactly when the rest of the body does (filters included)."))
                 .build(),
         )
         .header(
