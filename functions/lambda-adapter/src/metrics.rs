@@ -5,7 +5,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Map, Value};
+use serde::ser::{SerializeMap, SerializeSeq, Serializer};
+use serde::Serialize;
+use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metric {
@@ -63,7 +65,7 @@ impl Metric {
 #[derive(Debug, Clone)]
 enum Sink {
     Stdout,
-    Memory(Arc<Mutex<Vec<Value>>>),
+    Memory(Arc<Mutex<Vec<Vec<u8>>>>),
 }
 
 #[derive(Debug, Clone)]
@@ -90,7 +92,10 @@ impl Metrics {
 
     pub fn recorded(&self) -> Vec<Value> {
         match &self.sink {
-            Sink::Memory(lines) => lines.lock().map(|l| l.clone()).unwrap_or_default(),
+            Sink::Memory(lines) => {
+                let lines = lines.lock().map(|l| l.clone()).unwrap_or_default();
+                lines.iter().filter_map(|line| serde_json::from_slice(line).ok()).collect()
+            }
             Sink::Stdout => Vec::new(),
         }
     }
@@ -106,22 +111,15 @@ impl Metrics {
             return;
         }
         let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let definitions: Vec<Value> = values.iter().map(|(m, _)| json!({ "Name": m.name(), "Unit": m.unit() })).collect();
-        let mut line = Map::new();
-        line.insert(
-            "_aws".into(),
-            json!({ "Timestamp": timestamp, "CloudWatchMetrics": [{ "Namespace": self.namespace, "Dimensions": [["function"]], "Metrics": definitions }] }),
-        );
-        line.insert("function".into(), json!(self.function));
-        for (metric, value) in values {
-            line.insert(metric.name().into(), json!(value));
+        let mut line = Vec::with_capacity(256);
+        // Serialized straight from the values: no `Value` tree per line (`make bench`, handler-only rows).
+        if serde_json::to_writer(&mut line, &Line { metrics: self, timestamp, values }).is_err() {
+            return;
         }
-        let line = Value::Object(line);
         match &self.sink {
             Sink::Stdout => {
-                let mut out = std::io::stdout().lock();
-                let _ = serde_json::to_writer(&mut out, &line);
-                let _ = out.write_all(b"\n");
+                line.push(b'\n');
+                let _ = std::io::stdout().lock().write_all(&line);
             }
             Sink::Memory(lines) => {
                 if let Ok(mut lines) = lines.lock() {
@@ -132,8 +130,71 @@ impl Metrics {
     }
 }
 
+/// One EMF line: the directive naming the metrics, the `function` dimension, then each value.
+struct Line<'a> {
+    metrics: &'a Metrics,
+    timestamp: u64,
+    values: &'a [(Metric, f64)],
+}
+
+impl Serialize for Line<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let directive = Directive {
+            timestamp: self.timestamp,
+            cloud_watch_metrics: [MetricDirective {
+                namespace: &self.metrics.namespace,
+                dimensions: [["function"]],
+                metrics: Definitions(self.values),
+            }],
+        };
+        let mut line = serializer.serialize_map(Some(2 + self.values.len()))?;
+        line.serialize_entry("_aws", &directive)?;
+        line.serialize_entry("function", &self.metrics.function)?;
+        for (metric, value) in self.values {
+            line.serialize_entry(metric.name(), value)?;
+        }
+        line.end()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Directive<'a> {
+    timestamp: u64,
+    cloud_watch_metrics: [MetricDirective<'a>; 1],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct MetricDirective<'a> {
+    namespace: &'a str,
+    dimensions: [[&'static str; 1]; 1],
+    metrics: Definitions<'a>,
+}
+
+/// `[{ "Name": …, "Unit": … }, …]`, one per value.
+struct Definitions<'a>(&'a [(Metric, f64)]);
+
+impl Serialize for Definitions<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Definition {
+            name: &'static str,
+            unit: &'static str,
+        }
+        let mut definitions = serializer.serialize_seq(Some(self.0.len()))?;
+        for (metric, _) in self.0 {
+            definitions.serialize_element(&Definition { name: metric.name(), unit: metric.unit() })?;
+        }
+        definitions.end()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -146,6 +207,21 @@ mod tests {
         assert_eq!(directive["Dimensions"], json!([["function"]]));
         assert_eq!(directive["Metrics"][1], json!({ "Name": "DbLatency", "Unit": "Milliseconds" }));
         assert_eq!(line["function"], "get-tickets");
+        let timestamp = line["_aws"]["Timestamp"].clone();
+        assert_eq!(
+            *line,
+            json!({
+                "_aws": { "Timestamp": timestamp, "CloudWatchMetrics": [{
+                    "Namespace": "NS",
+                    "Dimensions": [["function"]],
+                    "Metrics": [{ "Name": "CacheHit", "Unit": "Count" }, { "Name": "DbLatency", "Unit": "Milliseconds" }],
+                }] },
+                "function": "get-tickets",
+                "CacheHit": 1.0,
+                "DbLatency": 2.5,
+            }),
+            "the whole line, nothing more"
+        );
         assert_eq!(line["CacheHit"], 1.0);
         assert!(line["_aws"]["Timestamp"].as_u64().unwrap() > 1_700_000_000_000);
         assert_eq!(metrics.total(Metric::CacheHit), 1.0);
