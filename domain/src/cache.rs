@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
-use mongodb::bson::{doc, rawdoc, to_raw_document_buf, Bson, DateTime, Document, RawBson, RawBsonRef, RawDocumentBuf};
+use mongodb::bson::{doc, rawdoc, to_raw_document_buf, Bson, DateTime, Document, RawBsonRef, RawDocumentBuf};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::{Client, Collection, Database};
 use payload::js_date::to_iso_string;
@@ -257,29 +257,18 @@ impl TicketCache {
         let mut stored = validate_log_entry(entry, &self.config.limits)?;
         stored.append(field::SERVER_TIME, to_iso_string(now));
         let log = entry.kind.log_field();
-        let logged = format!("${log}");
-        // What the log holds: a stored value that is not an array (the collection is shared) holds no
-        // entries, and the push replaces it rather than failing on it for ever.
-        let entries = rawdoc! { "$cond": [{ "$isArray": logged.as_str() }, logged.as_str(), []] };
-        let (duplicate, fields) = match &entry.id {
-            Some(id) => {
-                let ids = rawdoc! { "$map": {
-                    "input": entries.clone(),
-                    "as": "e",
-                    "in": { "$ifNull": [format!("$$e.{}", field::LOG_ENTRY_ID), RawBson::Null] },
-                } };
-                (Some(rawdoc! { "$in": [id.as_str(), ids] }), rawdoc! { "_id": 0, format!("{log}.{}", field::LOG_ENTRY_ID): 1 })
-            }
-            None => (None, rawdoc! { "_id": 1 }),
-        };
         let stage = PushStage {
-            id: rawdoc! { "$ifNull": ["$_id", derived_id(user)] },
+            user,
             log,
-            entries,
             entry: stored,
             cap: i64::from(self.config.log_cap),
             expires_at: self.expires_at(now),
-            duplicate,
+            id: entry.id.as_deref(),
+        };
+        // The reply is the document before the write: its logged ids when the entry has one.
+        let fields = match &entry.id {
+            Some(_) => rawdoc! { "_id": 0, format!("{log}.{}", field::LOG_ENTRY_ID): 1 },
+            None => rawdoc! { "_id": 1 },
         };
         let (query, write_concern) = (rawdoc! { field::USER_ID: user }, self.write_concern()?);
         let command = |max_time_ms| PushCommand {

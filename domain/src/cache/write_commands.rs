@@ -78,7 +78,7 @@ pub(super) struct PushCommand<'a> {
     #[serde(rename = "findAndModify")]
     pub collection: &'a str,
     pub query: &'a RawDocument,
-    pub update: [SetStage<&'a PushStage>; 1],
+    pub update: [SetStage<&'a PushStage<'a>>; 1],
     pub upsert: bool,
     pub fields: &'a RawDocument,
     #[serde(rename = "writeConcern", skip_serializing_if = "Option::is_none")]
@@ -88,22 +88,38 @@ pub(super) struct PushCommand<'a> {
 }
 
 /// A push's `$set` stage: `_id` (kept, or derived for a new document), the log with `entry` appended and
-/// cut to its newest `cap` entries, and `expires_at`; when `duplicate` is given, the log and `expires_at`
-/// change only where it is false.
+/// cut to its newest `cap` entries, and `expires_at`; with a client `id`, the log and `expires_at` change
+/// only when no logged entry has that id. A stored log that is not an array (the collection is shared)
+/// holds no entries, and the push replaces it rather than failing on it for ever.
 #[derive(Debug)]
-pub(super) struct PushStage {
-    pub id: RawDocumentBuf,
+pub(super) struct PushStage<'a> {
+    pub user: UserId,
     pub log: &'static str,
-    /// The entries the log holds now (an expression).
-    pub entries: RawDocumentBuf,
     pub entry: RawDocumentBuf,
     pub cap: i64,
     pub expires_at: DateTime,
-    pub duplicate: Option<RawDocumentBuf>,
+    pub id: Option<&'a str>,
 }
 
-impl Serialize for PushStage {
+impl Serialize for PushStage<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        /// `{ $ifNull: [value, otherwise] }`
+        #[derive(Serialize)]
+        struct IfNull<T> {
+            #[serde(rename = "$ifNull")]
+            operands: (String, T),
+        }
+        /// What the log holds: `{ $cond: [{ $isArray: "$log" }, "$log", []] }`.
+        #[derive(Serialize)]
+        struct Entries<'a> {
+            #[serde(rename = "$cond")]
+            cond: (IsArray<'a>, &'a str, [(); 0]),
+        }
+        #[derive(Serialize)]
+        struct IsArray<'a> {
+            #[serde(rename = "$isArray")]
+            value: &'a str,
+        }
         /// `{ $slice: [{ $concatArrays: [entries, { $literal: [entry] }] }, -cap] }`
         #[derive(Serialize)]
         struct Appended<'a> {
@@ -113,7 +129,7 @@ impl Serialize for PushStage {
         #[derive(Serialize)]
         struct ConcatArrays<'a> {
             #[serde(rename = "$concatArrays")]
-            arrays: (&'a RawDocument, LiteralEntries<'a>),
+            arrays: (&'a Entries<'a>, LiteralEntries<'a>),
         }
         /// `$literal`: client strings that start with `$` are data, not field paths.
         #[derive(Serialize)]
@@ -121,21 +137,44 @@ impl Serialize for PushStage {
             #[serde(rename = "$literal")]
             entries: [&'a RawDocument; 1],
         }
-        /// `{ $cond: [duplicate, "$field", new] }`
+        /// `{ $in: [id, { $map: { input: entries, as: "e", in: { $ifNull: ["$$e.id", null] } } }] }`
         #[derive(Serialize)]
-        struct UnlessDuplicate<'a, T> {
+        struct Logged<'a> {
+            #[serde(rename = "$in")]
+            operands: (&'a str, LoggedIds<'a>),
+        }
+        #[derive(Serialize)]
+        struct LoggedIds<'a> {
+            #[serde(rename = "$map")]
+            map: MapIds<'a>,
+        }
+        #[derive(Serialize)]
+        struct MapIds<'a> {
+            input: &'a Entries<'a>,
+            #[serde(rename = "as")]
+            name: &'static str,
+            #[serde(rename = "in")]
+            each: IfNull<()>,
+        }
+        /// `{ $cond: [logged, "$field", new] }`
+        #[derive(Serialize)]
+        struct UnlessLogged<'a, T> {
             #[serde(rename = "$cond")]
-            cond: (&'a RawDocument, String, T),
+            cond: (&'a Logged<'a>, String, T),
         }
 
-        let appended = Appended { slice: (ConcatArrays { arrays: (&self.entries, LiteralEntries { entries: [&self.entry] }) }, -self.cap) };
+        let logged = format!("${}", self.log);
+        let entries = Entries { cond: (IsArray { value: &logged }, &logged, []) };
+        let appended = Appended { slice: (ConcatArrays { arrays: (&entries, LiteralEntries { entries: [&self.entry] }) }, -self.cap) };
         let mut stage = serializer.serialize_map(Some(3))?;
-        stage.serialize_entry("_id", &self.id)?;
-        match &self.duplicate {
-            Some(duplicate) => {
-                stage.serialize_entry(self.log, &UnlessDuplicate { cond: (duplicate, format!("${}", self.log), appended) })?;
+        stage.serialize_entry("_id", &IfNull { operands: ("$_id".to_owned(), derived_id(self.user)) })?;
+        match self.id {
+            Some(id) => {
+                let each = IfNull { operands: (format!("$$e.{}", field::LOG_ENTRY_ID), ()) };
+                let duplicate = Logged { operands: (id, LoggedIds { map: MapIds { input: &entries, name: "e", each } }) };
+                stage.serialize_entry(self.log, &UnlessLogged { cond: (&duplicate, logged.clone(), appended) })?;
                 let stored = format!("${}", field::EXPIRES_AT);
-                stage.serialize_entry(field::EXPIRES_AT, &UnlessDuplicate { cond: (duplicate, stored, self.expires_at) })?;
+                stage.serialize_entry(field::EXPIRES_AT, &UnlessLogged { cond: (&duplicate, stored, self.expires_at) })?;
             }
             None => {
                 stage.serialize_entry(self.log, &appended)?;
@@ -323,22 +362,16 @@ mod tests {
     /// A push with an `id` appends unless that id is logged; without one it always appends.
     #[test]
     fn the_push_command_appends_unless_the_id_is_logged() {
+        let user = UserId::new(7).unwrap();
         let expires_at = DateTime::from_millis(1_800_000_000_000);
-        let entries = rawdoc! { "$cond": [{ "$isArray": "$passesLog" }, "$passesLog", []] };
         let entry = rawdoc! { "errors": ["$E"], "data": RawBson::Null, "id": "r-1" };
-        let duplicate = rawdoc! { "$in": ["r-1", "$ids"] };
         let (query, fields) = (rawdoc! { "user_id": 7 }, rawdoc! { "_id": 1 });
+        let entries = rawdoc! { "$cond": [{ "$isArray": "$passesLog" }, "$passesLog", []] };
         let appended = rawdoc! { "$slice": [{ "$concatArrays": [entries.clone(), { "$literal": [entry.clone()] }] }, -100_i64] };
-        for duplicate in [Some(duplicate), None] {
-            let stage = PushStage {
-                id: rawdoc! { "$ifNull": ["$_id", 1] },
-                log: "passesLog",
-                entries: entries.clone(),
-                entry: entry.clone(),
-                cap: 100,
-                expires_at,
-                duplicate: duplicate.clone(),
-            };
+        let duplicate =
+            rawdoc! { "$in": ["r-1", { "$map": { "input": entries, "as": "e", "in": { "$ifNull": ["$$e.id", RawBson::Null] } } }] };
+        for id in [Some("r-1"), None] {
+            let stage = PushStage { user, log: "passesLog", entry: entry.clone(), cap: 100, expires_at, id };
             let command = PushCommand {
                 collection: "bytemark_tickets_cache",
                 query: &query,
@@ -348,13 +381,15 @@ mod tests {
                 write_concern: None,
                 max_time_ms: 250,
             };
-            let set = match duplicate {
-                Some(duplicate) => rawdoc! {
-                    "_id": { "$ifNull": ["$_id", 1] },
+            let set = match id {
+                Some(_) => rawdoc! {
+                    "_id": { "$ifNull": ["$_id", derived_id(user)] },
                     "passesLog": { "$cond": [duplicate.clone(), "$passesLog", appended.clone()] },
-                    "expires_at": { "$cond": [duplicate, "$expires_at", expires_at] },
+                    "expires_at": { "$cond": [duplicate.clone(), "$expires_at", expires_at] },
                 },
-                None => rawdoc! { "_id": { "$ifNull": ["$_id", 1] }, "passesLog": appended.clone(), "expires_at": expires_at },
+                None => {
+                    rawdoc! { "_id": { "$ifNull": ["$_id", derived_id(user)] }, "passesLog": appended.clone(), "expires_at": expires_at }
+                }
             };
             let expected = rawdoc! {
                 "findAndModify": "bytemark_tickets_cache",
