@@ -179,7 +179,7 @@ impl TicketCache {
         // a repeat after E11000 (a concurrent first write created the document) updates that document.
         // The driver does not retry raw commands; `write` does.
         let mut budget = Budget::start(self.config.operation_timeout);
-        let reply = self.write_command(&mut budget, WRITE_REPLACE, |ms| to_raw_document_buf(&command(ms)), write_acknowledged).await?;
+        let reply = self.write_command(&mut budget, WRITE_REPLACE, command, write_acknowledged).await?;
         let (outcome, timestamp) = (replace.outcome, replace.outcome.timestamp);
         if changed_count(&reply) > 0 {
             return Ok(outcome);
@@ -223,18 +223,18 @@ impl TicketCache {
         Ok(PreparedReplace { statement, outcome })
     }
 
-    /// Runs a raw write command under [`TicketCache::write`]'s retries: `command` makes each attempt's
-    /// command with its `maxTimeMS`; `reply` turns a reply into the driver's error where the command
-    /// reports one inside `ok: 1`.
-    async fn write_command(
+    /// Runs a raw write command under [`TicketCache::write`]'s retries: `command` gives each attempt's
+    /// command for its `maxTimeMS`, serialized here in one pass (`write_commands`); `reply` turns a reply
+    /// into the driver's error where the command reports one inside `ok: 1`.
+    async fn write_command<C: Serialize>(
         &self,
         budget: &mut Budget,
         kind: WriteKind,
-        command: impl Fn(i64) -> mongodb::bson::ser::Result<RawDocumentBuf>,
+        command: impl Fn(i64) -> C,
         reply: fn(Document) -> mongodb::error::Result<Document>,
     ) -> Result<Document, CacheError> {
         self.write(budget, kind, |limit| {
-            let attempt = command(limit.as_millis() as i64);
+            let attempt = to_raw_document_buf(&command(limit.as_millis() as i64));
             async move { self.db.run_raw_command(attempt?).await.and_then(reply) }
         })
         .await
@@ -283,7 +283,7 @@ impl TicketCache {
         // Without an `id`, a push whose reply was lost is not repeated: it could be appended twice.
         let kind = WriteKind { upsert: true, idempotent: entry.id.is_some() };
         let mut budget = Budget::start(self.config.operation_timeout);
-        let reply = self.write_command(&mut budget, kind, |ms| to_raw_document_buf(&command(ms)), write_acknowledged).await?;
+        let reply = self.write_command(&mut budget, kind, command, write_acknowledged).await?;
         // `value` is the document before the write (`new` defaults to false), or null for an insert.
         let logged_before = |id: &str| {
             let entries = reply.get_document("value").ok().and_then(|before| before.get_array(log).ok());

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use futures_util::TryStreamExt;
-use mongodb::bson::{doc, to_raw_document_buf, DateTime, Document};
+use mongodb::bson::{doc, DateTime, Document};
 
 use super::write_commands::{ReplaceStatement, UpdateCommand};
 use super::{changed_count, concern_satisfied, newer_than, time_spent, ReplaceOutcome, TicketCache, WRITE_REPLACE};
@@ -60,7 +60,7 @@ impl TicketCache {
             };
             // The whole command is repeated after a lost reply or a refusal of the command itself: every
             // statement is idempotent (`replace_passes`).
-            let reply = self.write_command(&mut budget, WRITE_REPLACE, |ms| to_raw_document_buf(&command(ms)), concern_satisfied).await?;
+            let reply = self.write_command(&mut budget, WRITE_REPLACE, command, concern_satisfied).await?;
             changed += changed_count(&reply);
             let errors = statement_errors(&reply);
             let mut refused = Vec::new();

@@ -105,9 +105,9 @@ impl Serialize for PushStage<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         /// `{ $ifNull: [value, otherwise] }`
         #[derive(Serialize)]
-        struct IfNull<T> {
+        struct IfNull<'a, T> {
             #[serde(rename = "$ifNull")]
-            operands: (String, T),
+            operands: (&'a str, T),
         }
         /// What the log holds: `{ $cond: [{ $isArray: "$log" }, "$log", []] }`.
         #[derive(Serialize)]
@@ -154,7 +154,7 @@ impl Serialize for PushStage<'_> {
             #[serde(rename = "as")]
             name: &'static str,
             #[serde(rename = "in")]
-            each: IfNull<()>,
+            each: IfNull<'a, ()>,
         }
         /// `{ $cond: [logged, "$field", new] }`
         #[derive(Serialize)]
@@ -167,10 +167,11 @@ impl Serialize for PushStage<'_> {
         let entries = Entries { cond: (IsArray { value: &logged }, &logged, []) };
         let appended = Appended { slice: (ConcatArrays { arrays: (&entries, LiteralEntries { entries: [&self.entry] }) }, -self.cap) };
         let mut stage = serializer.serialize_map(Some(3))?;
-        stage.serialize_entry("_id", &IfNull { operands: ("$_id".to_owned(), derived_id(self.user)) })?;
+        stage.serialize_entry("_id", &IfNull { operands: ("$_id", derived_id(self.user)) })?;
         match self.id {
             Some(id) => {
-                let each = IfNull { operands: (format!("$$e.{}", field::LOG_ENTRY_ID), ()) };
+                let logged_id = format!("$$e.{}", field::LOG_ENTRY_ID);
+                let each = IfNull { operands: (&logged_id, ()) };
                 let duplicate = Logged { operands: (id, LoggedIds { map: MapIds { input: &entries, name: "e", each } }) };
                 stage.serialize_entry(self.log, &UnlessLogged { cond: (&duplicate, logged.clone(), appended) })?;
                 let stored = format!("${}", field::EXPIRES_AT);

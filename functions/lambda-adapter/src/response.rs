@@ -158,7 +158,7 @@ pub const MAX_BODY_IN_LAMBDA_RESPONSE: usize = 6 * 1024 * 1024 - 16 * 1024;
 ///
 /// Escaping makes one byte at most six, so a body of up to a sixth of the limit fits without being read:
 /// every GET below ~1 MB skips the byte-by-byte count, which was the largest item of a remembered read
-/// (bench `handlers`; bench/README.md, "Handler-only A/B").
+/// (bench `handlers`; bench/README.md, "Handler-only, HEAD against `3a8ef3e`").
 pub fn over_lambda_response_limit(body: &str) -> Option<usize> {
     if body.len() <= MAX_BODY_IN_LAMBDA_RESPONSE / 6 {
         return None;

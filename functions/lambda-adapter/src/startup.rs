@@ -77,7 +77,7 @@ async fn init_with(function: &str, routes: Result<&RouteTable, RouteTableError>)
 /// Keeps the memory a request freed for the next request. By default glibc gives a freed heap top over
 /// 128 KiB, and every block it mapped for a large allocation, back to the kernel at once, so each write
 /// command (tens to hundreds of KiB, grown by `realloc`) faulted the same pages in again on every
-/// request: ~130 page faults per PUT (bench `handlers`; bench/README.md, "Handler-only A/B"). A warm
+/// request: ~130 page faults per PUT (bench `handlers`; bench/README.md, "Handler-only, HEAD against `3a8ef3e`"). A warm
 /// environment keeps its peak heap instead, which the 6 MB request and response limits bound.
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
