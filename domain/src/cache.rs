@@ -12,12 +12,13 @@ use futures_util::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{doc, rawdoc, to_raw_document_buf, Bson, DateTime, Document, RawBsonRef, RawDocumentBuf};
 use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::{Client, Collection, Database};
+use mongodb::{Collection, Database};
 use payload::js_date::to_iso_string;
 use payload::{ConvertedPayloads, VerifiedPayloads};
 use serde::Serialize;
 
 use crate::config::CacheConfig;
+use crate::connection::MongoConnection;
 use crate::error::{CacheError, ValidationError};
 use crate::indexes::index_models;
 use crate::input::{validate_log_entry, validate_passes, LogEntryInput, PassUpdate};
@@ -38,9 +39,7 @@ pub use error_report::{CodeCount, ErrorQuery, ErrorReport, HourCount, KindCount,
 /// The ticket cache over one MongoDB collection. Cheap to clone; share one per execution environment.
 #[derive(Clone, Debug)]
 pub struct TicketCache {
-    db: Database,
-    docs: Collection<Document>,
-    raw: Collection<RawDocumentBuf>,
+    connection: MongoConnection,
     config: CacheConfig,
     /// Nanoseconds spent awaiting the driver, over all clones: the database's share of a request.
     driver_nanos: Arc<AtomicU64>,
@@ -87,15 +86,13 @@ pub struct SweepReport {
 
 /// Errors logged since a point in time, by pass kind and error code.
 impl TicketCache {
-    pub fn new(client: &Client, config: CacheConfig) -> TicketCache {
-        let db = client.database(&config.database);
-        let docs = db.collection::<Document>(&config.collection);
+    /// A cache over `connection`: a client handed in as it is, or a [`MongoConnection`] that replaces a
+    /// client that gets stuck.
+    pub fn new(connection: impl Into<MongoConnection>, config: CacheConfig) -> TicketCache {
         let verified = Arc::new(VerifiedPayloads::new(config.remembered_payload_bytes));
         let converted = Arc::new(ConvertedPayloads::new(config.remembered_payload_bytes));
         TicketCache {
-            db,
-            raw: docs.clone_with_type(),
-            docs,
+            connection: connection.into(),
             config,
             driver_nanos: Arc::default(),
             write_retries: Arc::default(),
@@ -120,9 +117,28 @@ impl TicketCache {
         self.write_retries.load(Ordering::Relaxed)
     }
 
-    /// The raw collection (tests and tools read documents exactly as stored).
-    pub fn collection(&self) -> &Collection<Document> {
-        &self.docs
+    /// The collection (tests and tools read documents exactly as stored).
+    pub fn collection(&self) -> Collection<Document> {
+        self.docs()
+    }
+
+    /// The client this cache talks through.
+    pub fn connection(&self) -> &MongoConnection {
+        &self.connection
+    }
+
+    /// The database, on the current client (`connection.rs` replaces a stuck one).
+    fn db(&self) -> Database {
+        self.connection.current().client.database(&self.config.database)
+    }
+
+    fn docs(&self) -> Collection<Document> {
+        self.db().collection(&self.config.collection)
+    }
+
+    /// The collection read as raw BSON, as stored.
+    fn raw(&self) -> Collection<RawDocumentBuf> {
+        self.db().collection(&self.config.collection)
     }
 
     /// Reads one user's passes: one `find`, whose projection names only what the response needs (never
@@ -147,7 +163,7 @@ impl TicketCache {
                 None => projection.insert(kind.field(), 1),
             };
         }
-        let found = self.await_driver(self.raw.find_one(doc! { field::USER_ID: user }).projection(projection)).await?;
+        let found = self.await_driver(self.raw().find_one(doc! { field::USER_ID: user }).projection(projection)).await?;
         let Some(document) = found else { return Ok(None) };
         let freshness = Freshness { now, ttl: self.config.fresh_ttl, max_skew: self.config.limits.max_clock_skew };
         Ok(Some(read::render(user, selection, filter, &document, freshness, &self.verified)))
@@ -186,7 +202,7 @@ impl TicketCache {
         }
         // Nothing changed: the guard kept a newer document, or this exact write was already stored.
         let stored = self
-            .await_driver(self.raw.find_one(doc! { field::USER_ID: user }).projection(doc! { "_id": 0, field::TIMESTAMP: 1 }))
+            .await_driver(self.raw().find_one(doc! { field::USER_ID: user }).projection(doc! { "_id": 0, field::TIMESTAMP: 1 }))
             .await?
             .and_then(|found| found.get(field::TIMESTAMP).ok().flatten().and_then(|stored| newer_than(stored, timestamp)));
         match stored {
@@ -235,14 +251,14 @@ impl TicketCache {
     ) -> Result<Document, CacheError> {
         self.write(budget, kind, |limit| {
             let attempt = to_raw_document_buf(&command(limit.as_millis() as i64));
-            async move { self.db.run_raw_command(attempt?).await.and_then(reply) }
+            async move { self.db().run_raw_command(attempt?).await.and_then(reply) }
         })
         .await
     }
 
     /// The client's write concern as a command field: a raw command does not inherit it.
     fn write_concern(&self) -> Result<Option<RawDocumentBuf>, CacheError> {
-        self.db.write_concern().map(|concern| to_raw_document_buf(concern).map_err(|e| CacheError::Database(e.into()))).transpose()
+        self.db().write_concern().map(|concern| to_raw_document_buf(concern).map_err(|e| CacheError::Database(e.into()))).transpose()
     }
 
     /// Appends one entry to a pass kind's log, keeping the newest `log_cap` entries. An entry whose `id`
@@ -315,7 +331,8 @@ impl TicketCache {
         if !ids.is_empty() {
             // The expiry condition is repeated so a document rewritten since the scan survives.
             let filter = doc! { "$and": [{ "_id": { "$in": ids.clone() } }, expired] };
-            let delete = |_| self.docs.delete_many(filter.clone());
+            let docs = self.docs();
+            let delete = |_| docs.delete_many(filter.clone());
             report.deleted_documents = self.write(&mut Budget::start(self.config.operation_timeout), SWEEP, delete).await?.deleted_count;
         }
         report.examined_documents = ids.len() as u64;
@@ -331,7 +348,7 @@ impl TicketCache {
     }
 
     async fn ids_matching(&self, filter: Document, limit: u64) -> Result<Vec<Bson>, CacheError> {
-        let cursor = self.await_driver(self.docs.find(filter).projection(doc! { "_id": 1 }).limit(limit as i64)).await?;
+        let cursor = self.await_driver(self.docs().find(filter).projection(doc! { "_id": 1 }).limit(limit as i64)).await?;
         let found: Vec<Document> = self.await_driver(cursor.try_collect()).await?;
         Ok(found.into_iter().filter_map(|mut d| d.remove("_id")).collect())
     }
@@ -350,7 +367,7 @@ impl TicketCache {
         }
         // Read raw: the collection is shared, and a log may hold anything (not an array, items that are not
         // entries, nesting no deserializer should recurse into); only string `server_time`s are dates.
-        let cursor = self.await_driver(self.raw.find(doc! { "$or": branches }).projection(projection).limit(budget as i64 + 1)).await?;
+        let cursor = self.await_driver(self.raw().find(doc! { "$or": branches }).projection(projection).limit(budget as i64 + 1)).await?;
         let mut candidates: Vec<RawDocumentBuf> = self.await_driver(cursor.try_collect()).await?;
         report.more_remaining |= candidates.len() as u64 > budget;
         candidates.truncate(budget as usize);
@@ -382,7 +399,8 @@ impl TicketCache {
         for kind in PassKind::ALL {
             let filter = doc! { "_id": { "$in": &ids }, kind.log_field(): { "$type": "array" } };
             let pull = doc! { "$pull": { kind.log_field(): { field::SERVER_TIME: { "$in": &times } } } };
-            let trim = |_| self.docs.update_many(filter.clone(), pull.clone());
+            let docs = self.docs();
+            let trim = |_| docs.update_many(filter.clone(), pull.clone());
             self.write(&mut Budget::start(self.config.operation_timeout), SWEEP, trim).await?;
         }
         Ok(())
@@ -390,7 +408,7 @@ impl TicketCache {
 
     /// Creates the indexes the queries above rely on. Idempotent: one round trip, a no-op when present.
     pub async fn ensure_indexes(&self) -> Result<(), CacheError> {
-        self.await_driver(self.docs.create_indexes(index_models())).await?;
+        self.await_driver(self.docs().create_indexes(index_models())).await?;
         Ok(())
     }
 
@@ -412,6 +430,7 @@ impl TicketCache {
         let started = Instant::now();
         let result = tokio::time::timeout(limit, operation.into_future()).await;
         self.driver_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.connection.record(result.is_err());
         result.map_err(|_| CacheError::Timeout(self.config.operation_timeout.as_millis() as u64))
     }
 

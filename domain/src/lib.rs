@@ -5,6 +5,7 @@
 pub mod api_schema;
 pub mod cache;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod indexes;
 pub mod input;
@@ -18,6 +19,7 @@ pub use cache::{
     UserCount, MAX_BULK_USERS,
 };
 pub use config::{AccessConfig, CacheConfig, ConfigError, Limits, Settings, UriSource, WriterIndexPolicy};
+pub use connection::{ConnectionError, MongoConnection};
 pub use error::{CacheError, ValidationError};
 pub use indexes::IndexError;
 pub use input::{BulkEntry, LogEntryInput, PassInput, PassUpdate};

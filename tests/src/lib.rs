@@ -11,6 +11,8 @@
 
 pub mod binaries;
 pub mod documentdb;
+pub mod environments;
+pub mod fault_proxy;
 mod read_invariants;
 pub mod runtime_api;
 

@@ -29,13 +29,21 @@ pub struct RuntimeApi {
     shared: Arc<Mutex<Shared>>,
     arrived: Arc<Notify>,
     polled: Arc<Notify>,
+    /// Each invocation's time until its deadline (`Lambda-Runtime-Deadline-Ms`), in milliseconds.
+    deadline_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RuntimeApi {
     /// Starts listening on a free loopback port, on the current tokio runtime.
     pub async fn start() -> std::io::Result<RuntimeApi> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let api = RuntimeApi { addr: listener.local_addr()?, shared: Arc::default(), arrived: Arc::default(), polled: Arc::default() };
+        let api = RuntimeApi {
+            addr: listener.local_addr()?,
+            shared: Arc::default(),
+            arrived: Arc::default(),
+            polled: Arc::default(),
+            deadline_ms: Arc::new(30_000.into()),
+        };
         let server = api.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -50,6 +58,12 @@ impl RuntimeApi {
             }
         });
         Ok(api)
+    }
+
+    /// Gives each invocation from now on `timeout` until its deadline (the function's configured timeout;
+    /// 30 s unless set).
+    pub fn set_deadline(&self, timeout: Duration) {
+        self.deadline_ms.store(timeout.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// `host:port`, the value of `AWS_LAMBDA_RUNTIME_API`.
@@ -137,17 +151,19 @@ impl RuntimeApi {
         loop {
             let notified = self.arrived.notified();
             if let Some((id, event)) = self.shared.lock().ok().and_then(|mut s| s.queue.pop_front()) {
-                return reply(200, event, Some(id));
+                let deadline = self.deadline_ms.load(std::sync::atomic::Ordering::Relaxed);
+                return reply(200, event, Some((id, deadline)));
             }
             let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
         }
     }
 }
 
-fn reply(status: u16, body: String, request_id: Option<String>) -> Response<Full<Bytes>> {
+fn reply(status: u16, body: String, invocation: Option<(String, u64)>) -> Response<Full<Bytes>> {
     let mut builder = Response::builder().status(status).header("content-type", "application/json");
-    if let Some(id) = request_id {
-        let deadline = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis()) + 30_000;
+    if let Some((id, deadline_ms)) = invocation {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        let deadline = now + u128::from(deadline_ms);
         builder = builder
             .header("lambda-runtime-aws-request-id", id)
             .header("lambda-runtime-deadline-ms", deadline.to_string())

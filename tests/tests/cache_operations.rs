@@ -122,8 +122,8 @@ async fn remembered_verdicts_never_hide_a_change() {
     assert_eq!(first.count(domain::Integrity::Mismatch), 0);
     let verdicts = |got: &domain::CachedTickets| got.arrays[0].1.iter().map(|p| p.integrity).collect::<Vec<_>>();
 
-    let set_rides =
-        |rides: i64| db.cache.collection().update_one(doc! { "user_id": 9_i64 }, doc! { "$set": { "passes.0.payload.rides": rides } });
+    let collection = db.cache.collection();
+    let set_rides = |rides: i64| collection.update_one(doc! { "user_id": 9_i64 }, doc! { "$set": { "passes.0.payload.rides": rides } });
     set_rides(99).await.unwrap();
     let tampered = db.cache.get(user(9), Selection::All, at(NOW)).await.unwrap().unwrap();
     assert_eq!(verdicts(&tampered), [Integrity::Mismatch, Integrity::Verified]);

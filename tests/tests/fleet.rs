@@ -13,87 +13,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use domain::mongodb::bson::{doc, Bson, DateTime, Document};
 use domain::mongodb::{Client, IndexModel};
 use futures_util::TryStreamExt;
 use integration_tests::binaries::release_bootstraps;
-use integration_tests::runtime_api::{lambda_env, RuntimeApi};
+use integration_tests::environments::{millis, percentile, Environment, Tally};
+use integration_tests::runtime_api::RuntimeApi;
 use integration_tests::{server, unique_database, Auth, HttpEvent};
 use serde_json::{json, Value};
 
 const WRITERS: [&str; 2] = ["update-tickets", "push-log"];
 const ROUNDS: usize = 10;
-/// Long enough for a cold, contended first request; a hung invocation still fails the test.
-const INVOKE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// One execution environment: a bootstrap process behind its own runtime API; killed on drop.
-struct Environment {
-    api: RuntimeApi,
-    child: Child,
-    spawned: Instant,
-    log: PathBuf,
-}
-
-impl Environment {
-    async fn invoke(&self, event: Value) -> (u16, Value, Duration) {
-        let started = Instant::now();
-        let result = self.api.invoke(&event, INVOKE_TIMEOUT).await;
-        let took = started.elapsed();
-        match result {
-            Ok(response) => {
-                let status = response["statusCode"].as_u64().unwrap_or(0) as u16;
-                let body = response["body"].as_str().and_then(|b| serde_json::from_str(b).ok()).unwrap_or(Value::Null);
-                (status, body, took)
-            }
-            // An invocation error or a timeout is a failed request: count it with the 5xx.
-            Err(error) => (599, json!({ "invocation_error": error }), took),
-        }
-    }
-
-    fn init_duration(&self) -> Option<Duration> {
-        self.api.first_poll().map(|at| at.duration_since(self.spawned))
-    }
-}
-
-impl Drop for Environment {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Status → count, printed as `200×14 409×6`.
-#[derive(Default)]
-struct Tally(BTreeMap<u16, usize>);
-
-impl Tally {
-    fn add(&mut self, status: u16) {
-        *self.0.entry(status).or_default() += 1;
-    }
-    fn server_errors(&self) -> usize {
-        self.0.iter().filter(|(s, _)| **s >= 500).map(|(_, n)| n).sum()
-    }
-}
-
-impl std::fmt::Display for Tally {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let parts: Vec<String> = self.0.iter().map(|(s, n)| format!("{s}×{n}")).collect();
-        f.write_str(&parts.join(" "))
-    }
-}
-
-fn millis(d: Duration) -> String {
-    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted.get(((sorted.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or_default()
-}
-
 fn pass(uuid: String) -> Value {
     json!({ "pass_uuid": uuid, "status": "ACTIVE", "payload": { "fare": 2.75, "id": uuid } })
 }
@@ -233,18 +165,13 @@ async fn a_cold_fleet_writing_one_user_at_once_stays_consistent_without_5xx() {
     for (k, api) in apis.into_iter().enumerate() {
         let function = WRITERS[k / n];
         let log = logs.join(format!("{function}-{}.log", k % n));
-        let stdout = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
-        let child = Command::new(dir.join(function).join("bootstrap"))
-            .envs(lambda_env(function, &api.endpoint()))
-            .env("MONGODB_URI", &uri)
-            .env("MONGODB_DATABASE", &database)
-            .env("LOG_CAP", cap.to_string())
-            .env("RUST_LOG", "warn")
-            .stdout(stdout)
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{function}: {e}"));
-        envs.push(Environment { api, child, spawned: Instant::now(), log });
+        let env = [
+            ("MONGODB_URI", uri.clone()),
+            ("MONGODB_DATABASE", database.clone()),
+            ("LOG_CAP", cap.to_string()),
+            ("RUST_LOG", "warn".into()),
+        ];
+        envs.push(Environment::spawn_on(api, &dir, function, &env, log));
     }
     let spawn_spread = start_all.elapsed();
     let (puts, pushers) = envs.split_at(n);
@@ -352,10 +279,8 @@ async fn a_cold_fleet_writing_one_user_at_once_stays_consistent_without_5xx() {
     if !broken.is_empty() {
         // The environments' own words for the failures.
         for env in &envs {
-            if let Ok(text) = std::fs::read_to_string(&env.log) {
-                for line in text.lines().filter(|l| l.contains("\"ERROR\"") || l.contains("\"WARN\"")).take(3) {
-                    eprintln!("[fleet] {}: {line}", env.log.file_name().map(|f| f.to_string_lossy()).unwrap_or_default());
-                }
+            for line in env.complaints(3) {
+                eprintln!("[fleet] {}: {line}", env.log.file_name().map(|f| f.to_string_lossy()).unwrap_or_default());
             }
         }
     }

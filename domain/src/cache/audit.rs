@@ -75,7 +75,7 @@ impl TicketCache {
     /// Audits up to `max_documents` documents: those written since the previous run first (newest first),
     /// then the collection in `_id` order from where the previous run's scan stopped.
     pub async fn audit(&self, max_documents: u32, now: DateTime) -> Result<AuditReport, CacheError> {
-        let state = self.db.collection::<Document>(&format!("{}_audit", self.config.collection));
+        let state = self.db().collection::<Document>(&format!("{}_audit", self.config.collection));
         let resume = self.await_driver(state.find_one(doc! { "_id": RESUME_POINT })).await?;
         let last_run = resume.as_ref().and_then(|r| r.get_datetime("last_run_at").ok().copied());
         let after = resume.as_ref().and_then(|r| r.get("last_id")).filter(|id| **id != Bson::Null).cloned();
@@ -100,7 +100,7 @@ impl TicketCache {
                 .limit(i64::from(max_documents))
                 .batch_size(BATCH)
                 .build();
-            let mut cursor = self.await_driver(self.raw.find(recent).with_options(options)).await?;
+            let mut cursor = self.await_driver(self.raw().find(recent).with_options(options)).await?;
             while let Some(document) = self.await_driver(cursor.try_next()).await? {
                 audited.extend(document_id(&document));
                 auditor.report.recently_written += 1;
@@ -119,7 +119,7 @@ impl TicketCache {
             }
             let options =
                 FindOptions::builder().projection(projection).sort(doc! { "_id": 1 }).limit(remaining as i64).batch_size(BATCH).build();
-            let mut cursor = self.await_driver(self.raw.find(from).with_options(options)).await?;
+            let mut cursor = self.await_driver(self.raw().find(from).with_options(options)).await?;
             while let Some(document) = self.await_driver(cursor.try_next()).await? {
                 scanned += 1;
                 last_id = document_id(&document);

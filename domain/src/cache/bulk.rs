@@ -107,7 +107,8 @@ impl TicketCache {
     /// The stored `timestamp` of each of these users that has a document, by user id.
     async fn stored_timestamps(&self, users: &[UserId]) -> Result<HashMap<i64, mongodb::bson::RawBson>, CacheError> {
         let filter = doc! { field::USER_ID: { "$in": users.iter().map(|u| u.get()).collect::<Vec<_>>() } };
-        let cursor = self.await_driver(self.raw.find(filter).projection(doc! { "_id": 0, field::USER_ID: 1, field::TIMESTAMP: 1 })).await?;
+        let cursor =
+            self.await_driver(self.raw().find(filter).projection(doc! { "_id": 0, field::USER_ID: 1, field::TIMESTAMP: 1 })).await?;
         let found: Vec<mongodb::bson::RawDocumentBuf> = self.await_driver(cursor.try_collect()).await?;
         Ok(found
             .iter()

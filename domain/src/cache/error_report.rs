@@ -158,7 +158,8 @@ impl TicketCache {
                 "top_users": [counted("$user_id"), { "$sort": { "count": -1, "_id": 1 } }, { "$limit": TOP_USERS }],
             } },
         ];
-        let aggregate = self.docs.aggregate(pipeline).max_time(self.config.operation_timeout).with_type::<RawDocumentBuf>();
+        let docs = self.docs();
+        let aggregate = docs.aggregate(pipeline).max_time(self.config.operation_timeout).with_type::<RawDocumentBuf>();
         let cursor = self.await_driver(aggregate).await?;
         let facets: Vec<RawDocumentBuf> = self.await_driver(cursor.try_collect()).await?;
         let Some(facets) = facets.first() else {

@@ -128,7 +128,7 @@ async fn work(state: Result<&AppState, &StartupError>, request_type: RequestType
     let state = state.map_err(|e| format!("the function could not start: {e}"))?;
     let config = state.cache.config();
     let namespace = format!("{}.{}", config.database, config.collection);
-    match domain::indexes::create_all(state.cache.collection(), budget).await {
+    match domain::indexes::create_all(&state.cache.collection(), budget).await {
         Ok(()) => Ok(format!("the indexes of {namespace} are in place")),
         Err(domain::CacheError::Timeout(_)) => Err(format!(
             "building the indexes of {namespace} took longer than the {:.1} s left in this invocation; the build goes on in the database, deploy again once it is done",

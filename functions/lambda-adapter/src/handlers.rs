@@ -1,5 +1,7 @@
 //! The HTTP handlers: request → identity → domain call → response. No cache logic lives here.
 
+use std::time::Duration;
+
 use domain::mongodb::bson::DateTime;
 use domain::{
     BulkEntry, CacheError, ErrorQuery, Integrity, LogEntryInput, PassUpdate, PushOutcome, Selection, UserId, ValidationError,
@@ -22,7 +24,15 @@ use crate::AppState;
 /// response; nothing here panics or returns an error to the runtime.
 pub async fn serve(state: &AppState, served: Operation, request: Request) -> Result<Response<Body>, std::convert::Infallible> {
     let span = tracing::info_span!("handler", function = state.metrics.function());
-    Ok(match handle(state, served, &request).instrument(span).await {
+    let handled = handle(state, served, &request).instrument(span);
+    let outcome = match time_to_deadline(&request) {
+        Some(left) => tokio::time::timeout(left, handled).await.unwrap_or_else(|_| {
+            tracing::error!(left_ms = left.as_millis() as u64, "the invocation's deadline came before the database answered");
+            Err(ApiError::Unavailable)
+        }),
+        None => handled.await,
+    };
+    Ok(match outcome {
         Ok(response) => response,
         Err(error) => {
             if error.status().is_server_error() {
@@ -33,6 +43,18 @@ pub async fn serve(state: &AppState, served: Operation, request: Request) -> Res
             error.into_response()
         }
     })
+}
+
+/// Time kept back from the invocation's deadline to send the answer through the Runtime API.
+const ANSWER_TIME: Duration = Duration::from_millis(250);
+
+/// How long this invocation may work before it must answer: its Lambda deadline, less [`ANSWER_TIME`].
+/// Every database wait is bounded already; this bounds their sum (first contact, retries, a read-back)
+/// by what the invocation really has.
+fn time_to_deadline(request: &Request) -> Option<Duration> {
+    let deadline = request.lambda_context_ref()?.deadline;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64;
+    Some(Duration::from_millis(deadline.saturating_sub(now)).saturating_sub(ANSWER_TIME))
 }
 
 async fn handle(state: &AppState, served: Operation, request: &Request) -> Result<Response<Body>, ApiError> {

@@ -16,8 +16,7 @@ pub mod sweeper;
 
 use std::sync::Arc;
 
-use domain::mongodb::Client;
-use domain::{AccessConfig, Settings, TicketCache};
+use domain::{AccessConfig, MongoConnection, Settings, TicketCache};
 
 pub use error::ApiError;
 pub use metrics::{Metric, Metrics};
@@ -37,10 +36,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(client: &Client, settings: Settings, metrics: Metrics) -> AppState {
+    pub fn new(connection: impl Into<MongoConnection>, settings: Settings, metrics: Metrics) -> AppState {
         let max_body_bytes = settings.cache.limits.max_request_bytes;
         AppState {
-            cache: TicketCache::new(client, settings.cache),
+            cache: TicketCache::new(connection, settings.cache),
             access: settings.access,
             metrics,
             max_body_bytes,

@@ -33,7 +33,7 @@ impl Readiness {
         }
         self.connected
             .run(|| async {
-                let database = cache.collection().client().database(&cache.config().database);
+                let database = cache.connection().client().database(&cache.config().database);
                 let ping = async { database.run_command(doc! { "ping": 1 }).await.map(drop).map_err(CacheError::from) };
                 within_first_contact(cache, ping).await.map_err(|e| first_contact_failed(e.into()))
             })
@@ -44,7 +44,8 @@ impl Readiness {
     pub async fn writable(&self, cache: &TicketCache) -> Result<(), ApiError> {
         self.indexed
             .run(|| async {
-                let check = ensure_unique_user_index(cache.collection(), cache.config().writer_index_policy);
+                let collection = cache.collection();
+                let check = ensure_unique_user_index(&collection, cache.config().writer_index_policy);
                 within_first_contact(cache, check).await.map_err(first_contact_failed)
             })
             .await

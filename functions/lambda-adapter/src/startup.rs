@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use domain::mongodb::options::ClientOptions;
-use domain::mongodb::Client;
-use domain::{ConfigError, Settings, UriSource};
+use domain::{ConfigError, ConnectionError, MongoConnection, Settings, UriSource};
 
 use crate::metrics::Metrics;
 use crate::routes::{self, RouteTable, RouteTableError};
@@ -94,7 +93,10 @@ pub fn keep_freed_memory() {
 /// Values given in the URI win. These bound reaching the server, which a busy server still answers at
 /// once; authenticating a cold environment's first connection can take seconds while a whole fleet does
 /// the same, and has its own budget (`MONGODB_FIRST_CONNECT_MS`, `readiness.rs`).
-pub async fn connect(uri: &str, function: &str, operation_timeout: Duration) -> Result<Client, StartupError> {
+///
+/// The client is replaced when it gets stuck (`domain::connection`): the driver does not bound a new
+/// connection's handshake, and a peer that goes silent there would wedge the environment for good.
+pub async fn connect(uri: &str, function: &str, operation_timeout: Duration) -> Result<MongoConnection, StartupError> {
     let mut options = ClientOptions::parse(uri).await.map_err(|e| StartupError::Connection(connection_problem(&e)))?;
     options.app_name.get_or_insert_with(|| format!("bytemark-tickets-cache/{function}"));
     options.max_pool_size.get_or_insert(4);
@@ -103,7 +105,10 @@ pub async fn connect(uri: &str, function: &str, operation_timeout: Duration) -> 
     let fail_fast = operation_timeout.min(Duration::from_secs(2));
     options.server_selection_timeout.get_or_insert(fail_fast);
     options.connect_timeout.get_or_insert(fail_fast);
-    Client::with_options(options).map_err(|e| StartupError::Connection(connection_problem(&e)))
+    MongoConnection::replaceable(options, operation_timeout).map_err(|e| match e {
+        ConnectionError::Driver(e) => StartupError::Connection(connection_problem(&e)),
+        ConnectionError::Runtime(_) => StartupError::Connection("the driver's runtime could not be started"),
+    })
 }
 
 fn connection_problem(err: &domain::mongodb::error::Error) -> &'static str {
