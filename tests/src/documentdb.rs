@@ -119,6 +119,18 @@ impl DocumentDb {
         self.launcher_command("start")
     }
 
+    /// Kills the server as a crash would (`kill -9` of the gateway, the postmaster and its backends):
+    /// nothing is shut down cleanly. [`DocumentDb::restart`] brings it back with its data.
+    pub fn kill_hard(&self) -> Result<usize, String> {
+        kill_hard(self.port)
+    }
+
+    /// Ends every backend connection the gateway has open to PostgreSQL (`pg_terminate_backend`), as an
+    /// engine failing over or an operator ending sessions would; answers how many were ended.
+    pub fn terminate_backends(&self) -> Result<usize, String> {
+        terminate_backends(self.port)
+    }
+
     fn launcher_command(&self, command: &str) -> Result<(), String> {
         let status = Command::new(&self.launcher)
             .args([command, &self.port.to_string()])
@@ -173,4 +185,43 @@ fn drop_leftover_databases(uri: &str) {
         });
     });
     let _ = wait_listed.recv_timeout(Duration::from_secs(30));
+}
+
+/// [`DocumentDb::kill_hard`] of the server on `port` (the gateway's port; PostgreSQL is on the next).
+pub fn kill_hard(port: u16) -> Result<usize, String> {
+    let data = format!("/data-{port}/");
+    let processes: Vec<(u32, u32, String)> = std::fs::read_dir("/proc")
+        .map_err(|e| format!("/proc: {e}"))?
+        .filter_map(|entry| {
+            let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // The parent pid is the second field after the command's closing parenthesis.
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid, String::from_utf8_lossy(&cmdline).replace('\0', " ")))
+        })
+        .collect();
+    let servers: Vec<u32> = processes.iter().filter(|(_, _, cmd)| cmd.contains(&data)).map(|(pid, _, _)| *pid).collect();
+    if servers.is_empty() {
+        return Err(format!("no DocumentDB process of port {port}"));
+    }
+    let backends = processes.iter().filter(|(_, ppid, _)| servers.contains(ppid)).map(|(pid, _, _)| *pid);
+    let victims: Vec<u32> = servers.iter().copied().chain(backends).collect();
+    for pid in &victims {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    Ok(victims.len())
+}
+
+/// [`DocumentDb::terminate_backends`] of the server on `port`.
+pub fn terminate_backends(port: u16) -> Result<usize, String> {
+    let sql = "select count(pg_terminate_backend(pid)) from pg_stat_activity \
+               where backend_type = 'client backend' and application_name like 'DocumentDBGateway%'";
+    let output = Command::new("psql")
+        .args(["-X", "-At", "-h", "127.0.0.1", "-p", &(port + 1).to_string(), "-U", "postgres", "-d", "postgres", "-c", sql])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("psql: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.trim().parse().map_err(|_| format!("psql answered {:?} {:?}", text.trim(), String::from_utf8_lossy(&output.stderr).trim()))
 }
