@@ -12,6 +12,11 @@ gets API Gateway's 404 `{"message": "Not Found"}`; a function that cannot be rea
 invocation, 500. Identity stays the functions' business (in local mode, `x-local-user-id` /
 `x-local-scope`); no authorizer runs here.
 
+A burst of connections (a load test) is queued, not refused: the listen backlog holds up to 1024 pending
+connections (or the system's `somaxconn`, if lower), each accepted connection gets its own thread, and at
+most `--concurrency` invocations (32 by default) are in flight toward the functions at once; the requests
+beyond that wait in the gateway for a free slot, their connections held open.
+
 Python's standard library only: `make run` already needs the venv's Python, and this adds no build.
 
     python infra/local/gateway.py --port 9001 --upstream http://127.0.0.1:9000
@@ -24,11 +29,13 @@ import http.server
 import json
 import pathlib
 import sys
+import threading
 import time
 import urllib.parse
 import uuid
 
 ROUTES = pathlib.Path(__file__).resolve().parents[2] / "functions" / "routes.json"
+CONCURRENCY = 32
 
 
 class Route:
@@ -131,8 +138,9 @@ def answer(invocation):
     return status, headers, body
 
 
-def make_handler(routes, upstream):
+def make_handler(routes, upstream, concurrency=CONCURRENCY):
     target = urllib.parse.urlsplit(upstream)
+    slots = threading.BoundedSemaphore(concurrency)
 
     class Gateway(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -147,21 +155,23 @@ def make_handler(routes, upstream):
             matched, parameters = found
             request = event(matched, parameters, self.command, self.path, self.headers.items(), body, self.client_address[0])
             connection = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
-            try:
-                connection.request(
-                    "POST",
-                    f"/2015-03-31/functions/{matched.function}/invocations",
-                    body=json.dumps(request).encode("utf-8"),
-                    headers={"Content-Type": "application/json"},
-                )
-                reply = connection.getresponse()
-                payload = reply.read()
-            except OSError as error:
-                self.log_error("upstream %s: %s", upstream, error)
-                self._answer(503, [("Content-Type", "application/json")], b'{"message":"Service Unavailable"}')
-                return
-            finally:
-                connection.close()
+            # Held for the invocation only: a slow client does not keep a function busy.
+            with slots:
+                try:
+                    connection.request(
+                        "POST",
+                        f"/2015-03-31/functions/{matched.function}/invocations",
+                        body=json.dumps(request).encode("utf-8"),
+                        headers={"Content-Type": "application/json"},
+                    )
+                    reply = connection.getresponse()
+                    payload = reply.read()
+                except OSError as error:
+                    self.log_error("upstream %s: %s", upstream, error)
+                    self._answer(503, [("Content-Type", "application/json")], b'{"message":"Service Unavailable"}')
+                    return
+                finally:
+                    connection.close()
             try:
                 if reply.status != 200:
                     raise ValueError(f"invocation answered {reply.status}: {payload[:200]!r}")
@@ -194,10 +204,16 @@ def make_handler(routes, upstream):
     return Gateway
 
 
-def serve(port, upstream, host="127.0.0.1", routes_path=ROUTES, verbose=False):
+class Server(http.server.ThreadingHTTPServer):
+    # socketserver's default backlog of 5 overflows under a burst: the kernel then drops handshakes, so
+    # clients stall for seconds on retransmits or are reset. The kernel caps this at somaxconn.
+    request_queue_size = 1024
+    daemon_threads = True
+
+
+def serve(port, upstream, host="127.0.0.1", routes_path=ROUTES, verbose=False, concurrency=CONCURRENCY):
     """A started server (call `serve_forever`); port 0 picks a free one (`server.server_port`)."""
-    server = http.server.ThreadingHTTPServer((host, port), make_handler(load_routes(routes_path), upstream))
-    server.daemon_threads = True
+    server = Server((host, port), make_handler(load_routes(routes_path), upstream, concurrency))
     server.verbose = verbose
     return server
 
@@ -208,8 +224,14 @@ def main(argv=None):
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True, help="cargo lambda watch's base URL, e.g. http://127.0.0.1:9000")
     parser.add_argument("--verbose", action="store_true", help="log each request")
+    parser.add_argument(
+        "--concurrency", type=int, default=CONCURRENCY,
+        help=f"most invocations in flight at once (default {CONCURRENCY}); further requests wait for a slot",
+    )
     args = parser.parse_args(argv)
-    server = serve(args.port, args.upstream, args.host, verbose=args.verbose)
+    if args.concurrency < 1:
+        parser.error("--concurrency must be at least 1")
+    server = serve(args.port, args.upstream, args.host, verbose=args.verbose, concurrency=args.concurrency)
     print(f"API: http://{args.host}:{server.server_port}", flush=True)
     try:
         server.serve_forever()

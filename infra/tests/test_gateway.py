@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import threading
+import time
 
 import pytest
 
@@ -151,3 +152,109 @@ def test_the_route_tour_has_an_example_for_every_route():
 
     served = {(m, gateway.route(ROUTES, m, p.split("?")[0])[0].path) for m, p, _, _ in tour.examples(1, 2, 0)}
     assert served == {(r.method, r.path) for r in ROUTES}
+
+
+class _Functions(http.server.BaseHTTPRequestHandler):
+    """cargo lambda watch's Invoke API for a burst: answers each invocation with its user id, once `open` is
+    set, and counts the invocations in flight."""
+
+    protocol_version = "HTTP/1.1"
+    lock = threading.Lock()
+    in_flight = most = 0
+    open = threading.Event()
+
+    def do_POST(self):
+        event = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with _Functions.lock:
+            _Functions.in_flight += 1
+            _Functions.most = max(_Functions.most, _Functions.in_flight)
+        _Functions.open.wait(10)
+        time.sleep(0.005)  # an invocation takes a while: the next requests pile up
+        with _Functions.lock:
+            _Functions.in_flight -= 1
+        text = json.dumps({"statusCode": 200, "body": event["pathParameters"]["user_id"]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(text)))
+        self.end_headers()
+        self.wfile.write(text)
+
+    def log_message(self, *args):
+        pass
+
+
+class _FunctionsServer(http.server.ThreadingHTTPServer):
+    # As cargo lambda watch (tokio) does, a backlog far above socketserver's 5: only the gateway's queueing is tested.
+    request_queue_size = 1024
+    daemon_threads = True
+
+
+@pytest.fixture
+def functions():
+    server = _FunctionsServer(("127.0.0.1", 0), _Functions)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Functions.in_flight = _Functions.most = 0
+    _Functions.open.set()
+    yield f"http://127.0.0.1:{server.server_port}"
+    _Functions.open.set()
+    server.shutdown()
+    server.server_close()
+
+
+def _burst(port, count):
+    """`count` requests whose connections open at once: user id -> (status, body) or the error it met."""
+    start = threading.Barrier(count)
+    results = {}
+
+    def one(user):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        start.wait()
+        try:
+            connection.request("GET", f"/v1/users/{user}/tickets")
+            reply = connection.getresponse()
+            results[user] = (reply.status, reply.read().decode())
+        except OSError as error:  # a reset, a refusal, or a connection left in the backlog past the timeout
+            results[user] = repr(error)
+        finally:
+            connection.close()
+
+    clients = [threading.Thread(target=one, args=(user,)) for user in range(count)]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join()
+    return results
+
+
+def test_a_burst_of_200_connections_is_queued_and_every_request_answered(functions):
+    front = gateway.serve(0, functions)
+    threading.Thread(target=front.serve_forever, daemon=True).start()
+    try:
+        results = _burst(front.server_port, 200)
+    finally:
+        front.shutdown()
+        front.server_close()
+    failed = {user: results.get(user) for user in range(200) if results.get(user) != (200, str(user))}
+    assert not failed, f"{len(failed)} of 200 unanswered, e.g. {sorted(failed.items())[:3]}"
+    assert _Functions.most <= gateway.CONCURRENCY
+
+
+def test_invocations_beyond_the_concurrency_wait_for_a_slot(functions):
+    _Functions.open.clear()
+    front = gateway.serve(0, functions, concurrency=4)
+    threading.Thread(target=front.serve_forever, daemon=True).start()
+    results = {}
+    try:
+        burst = threading.Thread(target=lambda: results.update(_burst(front.server_port, 20)))
+        burst.start()
+        deadline = time.monotonic() + 5
+        while _Functions.in_flight < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # room for any invocation beyond the limit to arrive
+        assert (_Functions.in_flight, _Functions.most) == (4, 4)
+        _Functions.open.set()
+        burst.join()
+    finally:
+        front.shutdown()
+        front.server_close()
+    assert results == {user: (200, str(user)) for user in range(20)}
+    assert _Functions.most == 4
