@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use domain::mongodb::bson::oid::ObjectId;
 use domain::mongodb::bson::{doc, Bson, DateTime, Document};
 use domain::{CacheConfig, CacheError, ErrorQuery, Integrity, LogEntryInput, Millis, PassKind, PassUpdate, PushOutcome, Selection, UserId};
 use futures_util::TryStreamExt;
@@ -150,7 +151,7 @@ async fn unknown_fields_survive_an_update() {
         .await
         .unwrap();
     assert_eq!(outcome.passes, Some(2));
-    assert_eq!(db.commands.names(), ["update"], "one round trip");
+    assert_eq!(db.commands.names(), ["findAndModify"], "one round trip");
 
     let after = db.raw(user_id).await.unwrap();
     for key in ["_id", "region", "app_version", "__v", "passes4", "passesLog", "passes4Log"] {
@@ -182,13 +183,13 @@ async fn writes_are_monotonic() {
         Err(CacheError::StaleWrite { stored }) => assert_eq!(stored, Millis(NOW)),
         other => panic!("expected a stale write, got {other:?}"),
     }
-    assert_eq!(db.commands.names(), ["update", "find"], "the stored timestamp is read only for the 409");
+    assert_eq!(db.commands.names(), ["findAndModify"], "the reply holds the stored timestamp for the 409: one round trip");
     assert_eq!(db.raw_bytes(5).await.unwrap(), before, "a stale write changes nothing");
 
     // The very same write again changes nothing either, and is no conflict.
     db.commands.clear();
     cache.replace_passes(user(5), &update(json!({ "timestamp": NOW, "passes": [pass("a", 1)] })), at(NOW)).await.unwrap();
-    assert_eq!(db.commands.names(), ["update", "find"]);
+    assert_eq!(db.commands.names(), ["findAndModify"]);
     assert_eq!(db.raw_bytes(5).await.unwrap(), before);
 
     // The same timestamp again is a retry, not a conflict.
@@ -485,22 +486,151 @@ async fn invalid_writes_change_nothing() {
 
 #[tokio::test]
 async fn user_ids_are_stored_as_the_node_service_stores_them() {
-    // Mongoose 8 stores int32 when the id fits, else int64 (tests/fixtures/legacy_sample.ejson). DocumentDB's
-    // unique index tells number types apart, so only the same type makes both services' writes one key.
+    // The Node driver writes a JavaScript number as int32 when it fits, else as a double, never int64
+    // (tests/fixtures/legacy_sample.ejson). DocumentDB's unique index tells number types apart, so only the
+    // same type makes both services' writes of one user one key.
     let db = TestDb::new("idtype").await;
+    let big = 3_000_000_002_i64;
     db.cache.replace_passes(user(201), &update(json!({ "passes": [pass("a", 1)] })), at(NOW)).await.unwrap();
-    db.cache.push_log(user(3_000_000_002), &log("passes", Some("e"), "BM"), at(NOW)).await.unwrap();
-    assert_eq!(db.raw(201).await.unwrap().get("user_id"), Some(&Bson::Int32(201)));
-    assert_eq!(db.raw(3_000_000_002).await.unwrap().get("user_id"), Some(&Bson::Int64(3_000_000_002)));
+    db.cache.push_log(user(big), &log("passes", Some("e"), "BM"), at(NOW)).await.unwrap();
+    db.cache.replace_passes(user(2_147_483_648), &update(json!({ "passes": [pass("a", 1)] })), at(NOW)).await.unwrap();
+    db.cache.push_log(user(2_147_483_647), &log("passes", Some("e"), "BM"), at(NOW)).await.unwrap();
+    let bulk = [(user(3_000_000_004), update(json!({ "passes": [pass("a", 1)] }))), (user(202), update(json!({ "passes": [] })))];
+    assert!(db.cache.replace_many(&bulk, at(NOW)).await.unwrap().iter().all(Result::is_ok));
+    let db = &db;
+    let stored = |id: i64| async move { db.raw(id).await.unwrap().get("user_id").cloned() };
+    assert_eq!(stored(201).await, Some(Bson::Int32(201)));
+    assert_eq!(stored(202).await, Some(Bson::Int32(202)));
+    assert_eq!(stored(2_147_483_647).await, Some(Bson::Int32(i32::MAX)));
+    assert_eq!(stored(2_147_483_648).await, Some(Bson::Double(2_147_483_648.0)));
+    assert_eq!(stored(big).await, Some(Bson::Double(3_000_000_002.0)));
+    assert_eq!(stored(3_000_000_004).await, Some(Bson::Double(3_000_000_004.0)));
 
-    // The Node service's own first write of user 201 now meets ours on the unique index, on every engine.
-    let node_write = db.cache.collection().insert_one(doc! { "user_id": 201_i32, "timestamp": NOW }).await;
-    let code = node_write.err().and_then(|e| match *e.kind {
-        domain::mongodb::error::ErrorKind::Write(domain::mongodb::error::WriteFailure::WriteError(w)) => Some(w.code),
+    // The Node service's own first writes of these users meet ours on the unique index, on every engine.
+    for (node_id, value) in [(201, Bson::Int32(201)), (big, Bson::Double(big as f64))] {
+        let node_write = db.cache.collection().insert_one(doc! { "user_id": value, "timestamp": NOW as f64 }).await;
+        let code = node_write.err().and_then(|e| match *e.kind {
+            domain::mongodb::error::ErrorKind::Write(domain::mongodb::error::WriteFailure::WriteError(w)) => Some(w.code),
+            _ => None,
+        });
+        assert_eq!(code, Some(11000), "a second document for user {node_id}");
+        assert_eq!(db.cache.collection().count_documents(doc! { "user_id": node_id }).await.unwrap(), 1);
+    }
+}
+
+/// A write's error code, wherever the driver put it.
+fn error_code(error: &domain::mongodb::error::Error) -> Option<i32> {
+    use domain::mongodb::error::{ErrorKind, WriteFailure};
+    match error.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
+        ErrorKind::Command(c) => Some(c.code),
         _ => None,
-    });
-    assert_eq!(code, Some(11000), "a second document for user 201");
-    assert_eq!(db.cache.collection().count_documents(doc! { "user_id": 201 }).await.unwrap(), 1);
+    }
+}
+
+/// The `_id` this service gives a document it creates: four zero bytes, then the id (`derived_id`).
+fn derived_id(user_id: i64) -> ObjectId {
+    let mut bytes = [0_u8; 12];
+    bytes[4..].copy_from_slice(&user_id.to_be_bytes());
+    ObjectId::from_bytes(bytes)
+}
+
+/// A Node-made ObjectId (its creation time first) that sorts after `derived_id` and by `n`.
+fn node_id(n: u8) -> ObjectId {
+    ObjectId::from_bytes([0x65, 0xa0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n])
+}
+
+/// Legacy damage: two documents for one user, one whose `user_id` is a double (the Node service's), one an
+/// int64 (this service's, before it wrote the Node driver's types). Every read and write takes the one with
+/// the smallest `_id`, whichever was inserted first, and leaves the other as it was.
+#[tokio::test]
+async fn a_user_with_two_documents_is_read_and_written_on_the_one_with_the_smallest_id() {
+    let db = TestDb::new("twodocs").await;
+    let legacy_pass = doc! { "pass_uuid": "old", "status": "ACTIVE", "payload": { "rides": 1 }, "_id": ObjectId::from_bytes([9; 12]) };
+    // (user, the chosen document's _id, the other's _id, whether the chosen one is inserted first)
+    let cases = [
+        (3_000_000_003_i64, derived_id(3_000_000_003), node_id(1), false),
+        (3_000_000_005, node_id(2), node_id(3), true),
+        (205, node_id(4), node_id(5), false),
+    ];
+    for (id, chosen, other, chosen_first) in cases {
+        let chosen_doc =
+            doc! { "_id": chosen, "user_id": id, "timestamp": (NOW - 20) as f64, "passes": [legacy_pass.clone()], "region": "eu" };
+        let other_doc = doc! { "_id": other, "user_id": id as f64, "timestamp": (NOW - 10) as f64, "passes": [legacy_pass.clone()], "app_version": "1" };
+        let documents = if chosen_first { [chosen_doc, other_doc] } else { [other_doc, chosen_doc] };
+        db.insert_duplicates(&documents).await;
+        let other_before = db.raw_by_id(&Bson::ObjectId(other)).await.unwrap();
+
+        db.commands.clear();
+        db.cache.replace_passes(user(id), &update(json!({ "timestamp": NOW, "passes": [pass("fresh", 1)] })), at(NOW)).await.unwrap();
+        let got = db.cache.get(user(id), Selection::All, at(NOW)).await.unwrap().unwrap();
+        assert_eq!(db.commands.names(), ["findAndModify", "find"], "user {id}: one command each");
+        assert_eq!(got.timestamp, Some(Millis(NOW)), "user {id}: the read sees the write");
+        let read: serde_json::Value = serde_json::from_str(&got.json).unwrap();
+        assert_eq!(read["passes"][0]["pass_uuid"], "fresh", "user {id}: {read}");
+
+        assert_eq!(db.cache.push_log(user(id), &log("passes", Some("l1"), "E"), at(NOW)).await.unwrap(), PushOutcome::Appended);
+        assert_eq!(db.cache.push_log(user(id), &log("passes", Some("l1"), "E"), at(NOW)).await.unwrap(), PushOutcome::Duplicate);
+        let older = db.cache.replace_passes(user(id), &update(json!({ "timestamp": NOW - 1, "passes": [] })), at(NOW)).await;
+        assert!(matches!(older, Err(CacheError::StaleWrite { stored: Millis(NOW) })), "user {id}: {older:?}");
+
+        let written = db.raw_by_id(&Bson::ObjectId(chosen)).await.unwrap();
+        assert_eq!(written.get_i64("timestamp").unwrap(), NOW, "user {id}");
+        assert_eq!(written.get_array("passesLog").unwrap().len(), 1, "user {id}");
+        assert_eq!(written.get_str("region").unwrap(), "eu", "user {id}: unknown fields kept");
+        assert_eq!(db.raw_by_id(&Bson::ObjectId(other)).await.unwrap(), other_before, "user {id}: the other document untouched");
+    }
+}
+
+/// A Node-style upsert (Mongoose's filter and `$set`, the user id as the Node driver sends it) fired together
+/// with this service's first write of the same new user, for many users: one document each, on every engine.
+/// On DocumentDB this needs both writers to store the same number type.
+#[tokio::test]
+async fn a_node_upsert_and_a_first_write_of_a_new_user_make_one_document() {
+    let db = TestDb::new("noderace").await;
+    let node_value = |id: i64| i32::try_from(id).map_or(Bson::Double(id as f64), Bson::Int32);
+    for round in 0..3_i64 {
+        let users: Vec<i64> =
+            (0..60).map(|i| if i % 6 == 0 { 100_000 + round * 100 + i } else { 3_000_100_000 + round * 100 + i }).collect();
+        let mut tasks = Vec::new();
+        for (n, &id) in users.iter().enumerate() {
+            let collection = db.cache.collection().clone();
+            tasks.push(tokio::spawn(async move {
+                // Mongoose's upsert: `{user_id: <number>}`, `$set` of the fields (Date.now() is a double, each
+                // pass gets an ObjectId), `__v` on insert. The peer does not retry; a lost race is its error.
+                let set = doc! { "timestamp": (NOW - 1) as f64, "passes": [{ "pass_uuid": "node", "status": "ACTIVE", "payload": { "rides": 1 }, "_id": ObjectId::new() }] };
+                let filter = doc! { "user_id": node_value(id) };
+                let update = doc! { "$set": set, "$setOnInsert": { "__v": 0 } };
+                loop {
+                    match collection.update_one(filter.clone(), update.clone()).upsert(true).await {
+                        Ok(_) => return Ok(()),
+                        Err(e) if matches!(error_code(&e), Some(11000 | 112)) => continue,
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+            }));
+            let cache = db.cache.clone();
+            tasks.push(tokio::spawn(async move {
+                let written = if n % 2 == 0 {
+                    cache
+                        .replace_passes(user(id), &update(json!({ "timestamp": NOW, "passes": [pass("ours", 1)] })), at(NOW))
+                        .await
+                        .map(drop)
+                } else {
+                    cache.push_log(user(id), &log("passes", Some("ours"), "E"), at(NOW)).await.map(drop)
+                };
+                written.map_err(|e| e.to_string())
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+        for &id in &users {
+            let found: Vec<Document> = db.cache.collection().find(doc! { "user_id": id }).await.unwrap().try_collect().await.unwrap();
+            assert_eq!(found.len(), 1, "round {round}, user {id}: {found:?}");
+            assert_eq!(found[0].get("user_id"), Some(&node_value(id)), "user {id}");
+        }
+    }
 }
 
 #[tokio::test]
