@@ -30,10 +30,12 @@ use write_commands::{PushCommand, PushStage, ReplaceCommand, ReplaceStatement, S
 mod audit;
 mod bulk;
 mod error_report;
+mod merge;
 mod write_commands;
 pub use audit::{AuditFinding, AuditReport, FindingKind};
 pub use bulk::MAX_BULK_USERS;
 pub use error_report::{CodeCount, ErrorQuery, ErrorReport, HourCount, KindCount, UserCount};
+pub use merge::{MergeOutcome, MergePlan, MergeReport, MergedUser};
 
 /// The ticket cache over one MongoDB collection. Cheap to clone; share one per execution environment.
 #[derive(Clone, Debug)]

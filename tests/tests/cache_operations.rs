@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use domain::mongodb::bson::oid::ObjectId;
 use domain::mongodb::bson::{doc, Bson, DateTime, Document};
-use domain::{CacheConfig, CacheError, ErrorQuery, Integrity, LogEntryInput, Millis, PassKind, PassUpdate, PushOutcome, Selection, UserId};
+use domain::{
+    CacheConfig, CacheError, ErrorQuery, Integrity, LogEntryInput, MergeOutcome, Millis, PassKind, PassUpdate, PushOutcome, Selection,
+    UserId,
+};
 use futures_util::TryStreamExt;
 use integration_tests::{fixture, TestDb};
 use serde_json::json;
@@ -704,4 +707,154 @@ async fn the_audit_resumes_where_it_stopped_and_takes_recent_writes_first() {
         .unwrap();
     let fourth = cache.audit(2, runs[3]).await.unwrap();
     assert_eq!(progress(&fourth), (2, 1, false));
+}
+
+/// Two damaged users (one of them with three documents) among clean ones.
+fn duplicated_users() -> Vec<Document> {
+    let entry = |id: Option<&str>, at: &str| {
+        let mut entry = doc! { "errors": [{ "code": "E", "message": "m" }], "server_time": at, "data": {} };
+        if let Some(id) = id {
+            entry.insert("id", id);
+        }
+        entry
+    };
+    let expires = DateTime::from_millis(NOW + 400 * 86_400_000);
+    let bare = |uuid: &str| doc! { "pass_uuid": uuid, "status": "ACTIVE", "payload": { "rides": 1 } };
+    vec![
+        // User 3000000003: this service's int64 document (the survivor: the smallest _id) is older than the
+        // Node service's double one.
+        doc! { "_id": derived_id(3_000_000_003), "user_id": 3_000_000_003_i64, "timestamp": NOW - 20, "expires_at": expires,
+        "passes": [bare("old")], "passes4": [bare("kept")], "region": "eu",
+        "passesLog": [entry(Some("a"), "2026-11-24T12:00:01.000Z"), entry(Some("b"), "2026-11-24T12:00:02.000Z"), entry(None, "2026-11-24T12:00:03.000Z")] },
+        doc! { "_id": node_id(1), "user_id": 3_000_000_003.0, "timestamp": (NOW - 10) as f64, "passes": [bare("new")], "__v": 0, "app_version": "7.1",
+        "passesLog": [entry(Some("b"), "2026-11-24T12:00:02.000Z"), entry(Some("c"), "2026-11-24T12:00:04.000Z"), entry(None, "2026-11-24T12:00:03.000Z")],
+        "passes4Log": [entry(Some("z"), "2026-11-24T12:00:05.000Z")] },
+        // User 206: three documents, the newest one not the survivor.
+        doc! { "_id": node_id(2), "user_id": 206, "timestamp": (NOW - 30) as f64, "passes": [bare("p1")] },
+        doc! { "_id": node_id(3), "user_id": 206.0, "timestamp": (NOW - 5) as f64, "passes": [bare("p3")] },
+        doc! { "_id": node_id(4), "user_id": 206_i64, "timestamp": NOW - 15, "passes": [bare("p2")] },
+        doc! { "_id": node_id(5), "user_id": 207, "timestamp": NOW, "expires_at": expires },
+    ]
+}
+
+#[tokio::test]
+async fn the_audit_lists_users_with_several_documents() {
+    let db = TestDb::new("auditdups").await;
+    db.insert_duplicates(&duplicated_users()).await;
+    let before: Vec<Document> = db.cache.collection().find(doc! {}).await.unwrap().try_collect().await.unwrap();
+    let report = db.cache.audit(1000, at(NOW)).await.unwrap();
+    assert_eq!(report.audited_documents, 6);
+    let kind = domain::cache::FindingKind::DuplicateDocuments;
+    assert_eq!(report.findings_by_kind.get(&kind), Some(&2), "{report:?}");
+    let listed: Vec<_> = report.listed.iter().filter(|f| f.finding == kind).map(|f| (f.user_id.clone(), f.documents)).collect();
+    assert_eq!(listed, [(json!(206), Some(3)), (json!(3_000_000_003_i64), Some(2))]);
+    let json = serde_json::to_value(&report).unwrap();
+    assert!(json["listed"].as_array().unwrap().iter().any(|f| f["finding"] == "duplicate_documents" && f["documents"] == 3), "{json}");
+    let after: Vec<Document> = db.cache.collection().find(doc! {}).await.unwrap().try_collect().await.unwrap();
+    assert_eq!(after, before, "the audit changes nothing");
+}
+
+#[tokio::test]
+async fn the_merge_leaves_one_document_with_the_newest_passes_every_log_entry_and_unknown_fields() {
+    let db = TestDb::with_config("merge", CacheConfig { log_cap: 100, ..CacheConfig::default() }).await;
+    db.insert_duplicates(&duplicated_users()).await;
+    let clean = db.raw(207).await.unwrap();
+
+    let report = db.cache.merge_duplicates(1000, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(
+        (report.examined_documents, report.duplicated_users, report.merged_users, report.deleted_documents, report.changed_meanwhile),
+        (6, 2, 2, 3, 0),
+        "{report:?}"
+    );
+    assert!(report.scan_completed && !report.more_remaining, "{report:?}");
+    let collection = db.cache.collection();
+    let count = |id: i64| async move { collection.count_documents(doc! { "user_id": id }).await.unwrap() };
+    assert_eq!((count(3_000_000_003).await, count(206).await, count(207).await), (1, 1, 1));
+
+    let merged = db.raw(3_000_000_003).await.unwrap();
+    assert_eq!(merged.get_object_id("_id").unwrap(), derived_id(3_000_000_003), "the document reads and writes take");
+    assert_eq!(merged.get("timestamp"), Some(&Bson::Double((NOW - 10) as f64)), "the newest timestamp");
+    let uuids = |array: &str| -> Vec<String> {
+        merged.get_array(array).unwrap().iter().map(|p| p.as_document().unwrap().get_str("pass_uuid").unwrap().to_owned()).collect()
+    };
+    assert_eq!((uuids("passes"), uuids("passes4")), (vec!["new".to_owned()], vec!["kept".to_owned()]));
+    let log_ids: Vec<_> =
+        merged.get_array("passesLog").unwrap().iter().map(|e| e.as_document().unwrap().get_str("id").ok().map(str::to_owned)).collect();
+    assert_eq!(log_ids, [Some("a".into()), Some("b".into()), None, Some("c".into())], "united by id, ordered by server_time");
+    assert_eq!(merged.get_array("passes4Log").unwrap().len(), 1);
+    assert_eq!((merged.get_str("region").unwrap(), merged.get_str("app_version").unwrap()), ("eu", "7.1"), "unknown fields of both");
+    assert_eq!(merged.get("user_id"), Some(&Bson::Int64(3_000_000_003)), "the survivor's user_id, as stored");
+    let got = db.cache.get(user(3_000_000_003), Selection::All, at(NOW)).await.unwrap().unwrap();
+    assert_eq!(got.timestamp, Some(Millis(NOW - 10)));
+
+    let three = db.raw(206).await.unwrap();
+    assert_eq!((three.get_object_id("_id").unwrap(), three.get_f64("timestamp").unwrap()), (node_id(2), (NOW - 5) as f64));
+    assert_eq!(three.get_array("passes").unwrap()[0].as_document().unwrap().get_str("pass_uuid").unwrap(), "p3");
+    assert_eq!(db.raw(207).await.unwrap(), clean, "a user with one document is left alone");
+
+    // A second run finds nothing to do and changes nothing.
+    let before: Vec<Document> = db.cache.collection().find(doc! {}).await.unwrap().try_collect().await.unwrap();
+    let again = db.cache.merge_duplicates(1000, Duration::from_secs(60)).await.unwrap();
+    assert_eq!((again.examined_documents, again.duplicated_users, again.deleted_documents), (3, 0, 0), "{again:?}");
+    let after: Vec<Document> = db.cache.collection().find(doc! {}).await.unwrap().try_collect().await.unwrap();
+    assert_eq!(after, before);
+}
+
+#[tokio::test]
+async fn the_merge_is_bounded_and_resumes_where_it_stopped() {
+    let db = TestDb::new("mergebudget").await;
+    db.insert_duplicates(&duplicated_users()).await;
+    let mut runs = Vec::new();
+    loop {
+        let report = db.cache.merge_duplicates(2, Duration::from_secs(60)).await.unwrap();
+        assert!(report.examined_documents <= 2, "{report:?}");
+        let done = report.scan_completed;
+        runs.push(report);
+        if done || runs.len() > 10 {
+            break;
+        }
+    }
+    assert!(runs.len() > 1 && runs[0].more_remaining, "{runs:?}");
+    assert_eq!(runs.iter().map(|r| r.merged_users).sum::<u64>(), 2, "{runs:?}");
+    assert_eq!(db.cache.collection().count_documents(doc! {}).await.unwrap(), 3);
+    // No time left: nothing is examined, and the next run starts where this one would have.
+    let none = db.cache.merge_duplicates(1000, Duration::ZERO).await.unwrap();
+    assert_eq!((none.examined_documents, none.more_remaining), (0, true));
+}
+
+/// The merge writes the survivor only as it read it, and deletes another document only as it read it: a
+/// concurrent write in between is kept, and the next run merges it.
+#[tokio::test]
+async fn the_merge_refuses_to_delete_or_overwrite_a_document_changed_since_it_was_read() {
+    let db = TestDb::new("mergeguard").await;
+    db.insert_duplicates(&duplicated_users()).await;
+    let id = user(3_000_000_003);
+
+    // The other document gets a log entry (the Node service's `$push`) between the read and the write.
+    let plan = db.cache.plan_merge(id).await.unwrap().expect("two documents");
+    let late = doc! { "errors": ["late"], "server_time": "2026-11-24T12:00:09.000Z", "id": "late" };
+    db.cache.collection().update_one(doc! { "_id": node_id(1) }, doc! { "$push": { "passesLog": late } }).await.unwrap();
+    assert_eq!(db.cache.apply_merge(&plan).await.unwrap(), MergeOutcome::ChangedMeanwhile);
+    let other = db.raw_by_id(&Bson::ObjectId(node_id(1))).await.expect("not deleted");
+    assert_eq!(other.get_array("passesLog").unwrap().len(), 4);
+    let survivor = db.raw(3_000_000_003).await.unwrap();
+    assert_eq!(&survivor, plan.merged(), "the survivor holds what was read");
+
+    // The survivor gets a write (this service's replace) between the read and the write: nothing changes.
+    let plan = db.cache.plan_merge(id).await.unwrap().expect("two documents");
+    db.cache.replace_passes(id, &update(json!({ "timestamp": NOW, "passes": [pass("newest", 1)] })), at(NOW)).await.unwrap();
+    let written = db.raw(3_000_000_003).await.unwrap();
+    assert_eq!(db.cache.apply_merge(&plan).await.unwrap(), MergeOutcome::ChangedMeanwhile);
+    assert_eq!(db.raw(3_000_000_003).await.unwrap(), written, "the concurrent write is kept");
+    assert!(db.raw_by_id(&Bson::ObjectId(node_id(1))).await.is_some(), "and nothing deleted");
+
+    // The next run merges both: the late entry and the newest passes.
+    let report = db.cache.merge_duplicates(1000, Duration::from_secs(60)).await.unwrap();
+    assert_eq!((report.merged_users, report.changed_meanwhile), (2, 0), "{report:?}");
+    let merged = db.raw(3_000_000_003).await.unwrap();
+    assert_eq!(db.cache.collection().count_documents(doc! { "user_id": 3_000_000_003_i64 }).await.unwrap(), 1);
+    assert_eq!(merged.get_i64("timestamp").unwrap(), NOW);
+    assert_eq!(merged.get_array("passes").unwrap()[0].as_document().unwrap().get_str("pass_uuid").unwrap(), "newest");
+    let log_ids: Vec<_> = merged.get_array("passesLog").unwrap().iter().filter_map(|e| e.as_document()?.get_str("id").ok()).collect();
+    assert_eq!(log_ids, ["a", "b", "c", "late"]);
 }
