@@ -35,7 +35,7 @@ mod write_commands;
 pub use audit::{AuditFinding, AuditReport, FindingKind};
 pub use bulk::MAX_BULK_USERS;
 pub use error_report::{CodeCount, ErrorQuery, ErrorReport, HourCount, KindCount, UserCount};
-pub use merge::{MergeOutcome, MergePlan, MergeReport, MergedUser};
+pub use merge::{AppliedMerge, MergeOutcome, MergePlan, MergeReport, MergedUser};
 
 /// The ticket cache over one MongoDB collection. Cheap to clone; share one per execution environment.
 #[derive(Clone, Debug)]
@@ -246,11 +246,11 @@ impl TicketCache {
     /// is already stored is not appended again, so client retries are safe.
     ///
     /// One findAndModify upsert on `user_id` (on the document the rule picks, [`user_document_order`]) with
-    /// a pipeline that appends unless the `id` is logged. The
-    /// guard is in the update, not in the filter: a filter that excluded logged ids would make the upsert
-    /// insert a second document for a retried entry, and concurrent inserts on a unique index are what
-    /// engines such as DocumentDB deadlock on (`retry.rs`). The reply is the document's logged ids before
-    /// the write: the entry was a duplicate exactly when its `id` is among them.
+    /// a pipeline that appends unless the `id` is logged. The guard is in the update, not in the filter:
+    /// a filter that excluded logged ids would make the upsert insert a second document for a retried
+    /// entry, and concurrent inserts on a unique index are what engines such as DocumentDB deadlock on
+    /// (`retry.rs`). The reply is the document's logged ids before the write: the entry was a duplicate
+    /// exactly when its `id` is among them.
     pub async fn push_log(&self, user: UserId, entry: &LogEntryInput, now: DateTime) -> Result<PushOutcome, CacheError> {
         let mut stored = validate_log_entry(entry, &self.config.limits)?;
         stored.append(field::SERVER_TIME, to_iso_string(now));
@@ -464,10 +464,10 @@ fn time_spent(refusal: mongodb::error::Error, retries: u32) -> CacheError {
 /// Which of a user's documents every read and write takes when there are several: the one with the
 /// smallest `_id`. Several can exist only where a unique index tells number types apart (DocumentDB) and
 /// writers once stored one user id as different types; the merge task (`merge.rs`) folds them into this
-/// one. Every operation sorts by it inside its single command (`find`, `findAndModify`), so a read sees
-/// the document the last write changed. A user's documents are found by an index on `user_id`, and
-/// sorting those few costs nothing measurable.
-pub(crate) fn user_document_order() -> RawDocumentBuf {
+/// one. Every operation sorts by it inside its single command (`find`, `findAndModify`; the bulk replace,
+/// an `update`, reads each user's `_id` first and names it), so a read sees the document the last write
+/// changed. The sort is over a user's few documents, found by the `user_id` index.
+fn user_document_order() -> RawDocumentBuf {
     rawdoc! { "_id": 1 }
 }
 

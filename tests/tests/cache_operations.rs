@@ -834,7 +834,8 @@ async fn the_merge_refuses_to_delete_or_overwrite_a_document_changed_since_it_wa
     let plan = db.cache.plan_merge(id).await.unwrap().expect("two documents");
     let late = doc! { "errors": ["late"], "server_time": "2026-11-24T12:00:09.000Z", "id": "late" };
     db.cache.collection().update_one(doc! { "_id": node_id(1) }, doc! { "$push": { "passesLog": late } }).await.unwrap();
-    assert_eq!(db.cache.apply_merge(&plan).await.unwrap(), MergeOutcome::ChangedMeanwhile);
+    let refused = domain::cache::AppliedMerge { outcome: MergeOutcome::ChangedMeanwhile, deleted_documents: 0 };
+    assert_eq!(db.cache.apply_merge(&plan).await.unwrap(), refused);
     let other = db.raw_by_id(&Bson::ObjectId(node_id(1))).await.expect("not deleted");
     assert_eq!(other.get_array("passesLog").unwrap().len(), 4);
     let survivor = db.raw(3_000_000_003).await.unwrap();
@@ -844,7 +845,7 @@ async fn the_merge_refuses_to_delete_or_overwrite_a_document_changed_since_it_wa
     let plan = db.cache.plan_merge(id).await.unwrap().expect("two documents");
     db.cache.replace_passes(id, &update(json!({ "timestamp": NOW, "passes": [pass("newest", 1)] })), at(NOW)).await.unwrap();
     let written = db.raw(3_000_000_003).await.unwrap();
-    assert_eq!(db.cache.apply_merge(&plan).await.unwrap(), MergeOutcome::ChangedMeanwhile);
+    assert_eq!(db.cache.apply_merge(&plan).await.unwrap().outcome, MergeOutcome::ChangedMeanwhile);
     assert_eq!(db.raw(3_000_000_003).await.unwrap(), written, "the concurrent write is kept");
     assert!(db.raw_by_id(&Bson::ObjectId(node_id(1))).await.is_some(), "and nothing deleted");
 

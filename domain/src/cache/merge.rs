@@ -106,7 +106,8 @@ impl TicketCache {
                     break 'scan;
                 }
                 handled.insert(user);
-                let Some((documents, outcome)) = self.merge_user(user).await? else { continue };
+                let Some((documents, applied)) = self.merge_user(user).await? else { continue };
+                let outcome = applied.outcome;
                 report.duplicated_users += 1;
                 match outcome {
                     MergeOutcome::Merged => report.merged_users += 1,
@@ -116,9 +117,7 @@ impl TicketCache {
                 if report.listed.len() < LISTED_USERS {
                     report.listed.push(MergedUser { user_id: user.get(), documents, outcome });
                 }
-                if outcome == MergeOutcome::Merged {
-                    report.deleted_documents += documents - 1;
-                }
+                report.deleted_documents += applied.deleted_documents;
             }
             report.examined_documents += batch.len() as u64;
             if let Some(id) = batch.last().and_then(|d| d.get("_id").ok().flatten()).and_then(|id| Bson::try_from(id.to_raw_bson()).ok()) {
@@ -139,16 +138,13 @@ impl TicketCache {
 
     /// Merges one user's documents: [`TicketCache::plan_merge`], then [`TicketCache::apply_merge`]. `None`
     /// when the user has one document (or none) by now, else how many were read and what became of them.
-    async fn merge_user(&self, user: UserId) -> Result<Option<(u64, MergeOutcome)>, CacheError> {
+    async fn merge_user(&self, user: UserId) -> Result<Option<(u64, AppliedMerge)>, CacheError> {
         let Some(plan) = self.plan_merge(user).await? else { return Ok(None) };
-        let outcome = match &plan.documents {
-            Ok(_) => self.apply_merge(&plan).await?,
-            Err(()) => {
-                tracing::warn!(user = user.get(), "a duplicated user's document cannot be decoded; left as it is");
-                MergeOutcome::Unmergeable
-            }
-        };
-        Ok(Some((plan.count, outcome)))
+        let applied = self.apply_merge(&plan).await?;
+        if applied.outcome == MergeOutcome::Unmergeable {
+            tracing::warn!(user = user.get(), "a duplicated user's document cannot be decoded; left as it is");
+        }
+        Ok(Some((plan.count, applied)))
     }
 
     /// The first step of one user's merge: reads the user's documents (in `_id` order) and computes the
@@ -159,17 +155,17 @@ impl TicketCache {
         if stored.len() < 2 {
             return Ok(None);
         }
-        let documents = stored.iter().map(|raw| Document::try_from(raw.as_ref())).collect::<Result<Vec<_>, _>>().map_err(drop);
-        let merged = documents.as_ref().map(|documents| merged_document(documents, self.config.log_cap as usize)).unwrap_or_default();
+        let documents = stored.iter().map(|raw| Document::try_from(raw.as_ref()).ok()).collect::<Option<Vec<_>>>();
+        let merged = documents.as_deref().map(|documents| merged_document(documents, self.config.log_cap as usize)).unwrap_or_default();
         Ok(Some(MergePlan { count: stored.len() as u64, documents, merged }))
     }
 
     /// The second step: writes the merged document over the survivor if the survivor is exactly as the
     /// plan read it, then deletes each other document that is exactly as read. Anything a writer changed
     /// meanwhile is kept, and the user is left for a later run ([`MergeOutcome::ChangedMeanwhile`]).
-    pub async fn apply_merge(&self, plan: &MergePlan) -> Result<MergeOutcome, CacheError> {
-        let Some((survivor, others)) = plan.documents.as_ref().ok().and_then(|documents| documents.split_first()) else {
-            return Ok(MergeOutcome::Unmergeable);
+    pub async fn apply_merge(&self, plan: &MergePlan) -> Result<AppliedMerge, CacheError> {
+        let Some((survivor, others)) = plan.documents.as_deref().and_then(|documents| documents.split_first()) else {
+            return Ok(AppliedMerge { outcome: MergeOutcome::Unmergeable, deleted_documents: 0 });
         };
         // Compared whole on the server: each write applies only to the document exactly as read.
         let unchanged = |document: &Document| {
@@ -178,26 +174,34 @@ impl TicketCache {
         let replace = |_| self.docs.replace_one(unchanged(survivor), plan.merged.clone());
         let replaced = self.write(&mut Budget::start(self.config.operation_timeout), SWEEP, replace).await?;
         if replaced.matched_count == 0 {
-            return Ok(MergeOutcome::ChangedMeanwhile);
+            return Ok(AppliedMerge { outcome: MergeOutcome::ChangedMeanwhile, deleted_documents: 0 });
         }
-        let mut outcome = MergeOutcome::Merged;
+        let mut applied = AppliedMerge { outcome: MergeOutcome::Merged, deleted_documents: 0 };
         for other in others {
             let delete = |_| self.docs.delete_one(unchanged(other));
             let deleted = self.write(&mut Budget::start(self.config.operation_timeout), SWEEP, delete).await?;
+            applied.deleted_documents += deleted.deleted_count;
             if deleted.deleted_count == 0 {
-                outcome = MergeOutcome::ChangedMeanwhile;
+                applied.outcome = MergeOutcome::ChangedMeanwhile;
             }
         }
-        Ok(outcome)
+        Ok(applied)
     }
+}
+
+/// What [`TicketCache::apply_merge`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppliedMerge {
+    pub outcome: MergeOutcome,
+    pub deleted_documents: u64,
 }
 
 /// One user's documents as the merge read them, and the document they become.
 #[derive(Debug, Clone)]
 pub struct MergePlan {
     count: u64,
-    /// In `_id` order, the survivor first; `Err` when one cannot be decoded.
-    documents: Result<Vec<Document>, ()>,
+    /// In `_id` order, the survivor first; `None` when one cannot be decoded.
+    documents: Option<Vec<Document>>,
     merged: Document,
 }
 
