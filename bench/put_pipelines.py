@@ -5,7 +5,9 @@ document of 20+20 passes and 100+100 log entries, as `TicketCache::replace_passe
 Reported per alternative: the server's CPU time per write (all processes of the engine, summed from /proc,
 median over blocks: less sensitive to a busy host than wall time) and the client's wall time p50. The
 engines are started here: DocumentDB through its launcher (skipped with a reason when absent) and the
-stand-in. The pipelines are built as the Rust code builds them; `index_stages_update` is the one in use.
+stand-in. The pipelines are built as the Rust code builds them. In use: `index_stages` in a `findAndModify`
+sorted by `_id` answering with the stored timestamp (the single PUT: the sort picks a user's document
+when there are several), and in an `update` (the bulk PUT, each statement naming its document's `_id`).
 
     python bench/put_pipelines.py [--writes 40] [--rounds 6] [--markdown]
 """
@@ -172,7 +174,9 @@ ALTERNATIVES = [
     ("size_check skips the merge, update", single_stage(size_check), "update"),
     ("let_index, update", let_index, "update"),
     ("index_stages, findAndModify", index_stages, "findAndModify"),
-    ("index_stages, update (in use)", index_stages, "update"),
+    ("index_stages, findAndModify sorted by _id, stored timestamp (in use: PUT)", index_stages, "findAndModify sorted"),
+    ("index_stages, update (in use: bulk PUT)", index_stages, "update"),
+    ("index_stages, update sorted by _id (MongoDB 8.0+; DocumentDB)", index_stages, "update sorted"),
 ]
 
 
@@ -215,6 +219,12 @@ def measure(uri, pids, writes, rounds):
                 try:
                     if command == "update":
                         reply = db.command({"update": "t", "updates": [{"q": {"user_id": 42}, "u": pipeline(t), "upsert": True}]})
+                    elif command == "update sorted":
+                        reply = db.command({"update": "t", "updates": [{"q": {"user_id": 42}, "u": pipeline(t), "upsert": True,
+                                                                        "sort": {"_id": 1}}]})
+                    elif command == "findAndModify sorted":
+                        reply = db.command({"findAndModify": "t", "query": {"user_id": 42}, "sort": {"_id": 1}, "update": pipeline(t),
+                                            "upsert": True, "fields": {"_id": 0, "timestamp": 1}})
                     else:
                         reply = db.command({"findAndModify": "t", "query": {"user_id": 42}, "update": pipeline(t), "upsert": True,
                                             "new": True, "fields": {"_id": 0, "timestamp": 1}})

@@ -54,12 +54,22 @@ def env_vars():
     return set(re.findall(r'pub const \w+: &str = "([A-Z0-9_]+)";', module.group(1)))
 
 
+def sweeper_task(constant):
+    """A schedule input's `task` the sweeper dispatches on (`pub const <constant>` in sweeper.rs)."""
+    with open(os.path.join(ROOT, "functions", "lambda-adapter", "src", "sweeper.rs")) as f:
+        found = re.search(r'pub const %s: &str = "([a-z_]+)";' % constant, f.read())
+    assert found, "%s not found in functions/lambda-adapter/src/sweeper.rs" % constant
+    return found.group(1)
+
+
 def audit_task():
     """The schedule input's `task` that makes the sweeper audit (`pub const AUDIT_TASK` in sweeper.rs)."""
-    with open(os.path.join(ROOT, "functions", "lambda-adapter", "src", "sweeper.rs")) as f:
-        found = re.search(r'pub const AUDIT_TASK: &str = "([a-z_]+)";', f.read())
-    assert found, "AUDIT_TASK not found in functions/lambda-adapter/src/sweeper.rs"
-    return found.group(1)
+    return sweeper_task("AUDIT_TASK")
+
+
+def merge_task():
+    """The schedule input's `task` that makes the sweeper merge duplicates (`pub const MERGE_TASK`)."""
+    return sweeper_task("MERGE_TASK")
 
 
 def load_template(path=TEMPLATE):
@@ -155,15 +165,16 @@ def problems(template, configurations=None):
         for unknown in sorted(set(variables) - env_vars()):
             found.append("%s sets %s, which the code never reads" % (name, unknown))
 
-    # Two schedules target the sweeper, with retries and a dead-letter queue: the sweep, and the audit with
-    # the task input the code dispatches on.
+    # Three schedules target the sweeper, with retries and a dead-letter queue: the sweep, and the audit and
+    # the duplicate merge with the task inputs the code dispatches on.
     schedules = [r for r in resources.values() if r["Type"] == "AWS::Scheduler::Schedule"]
     sweeper = ids.get("ttl-sweeper")
-    if len(schedules) != 2:
-        found.append("expected two EventBridge Scheduler schedules (sweep, audit), found %d" % len(schedules))
+    if len(schedules) != 3:
+        found.append("expected three EventBridge Scheduler schedules (sweep, audit, merge), found %d" % len(schedules))
     tasks = sorted(json.loads(s["Properties"]["Target"].get("Input") or "{}").get("task", "sweep") for s in schedules)
-    if tasks != sorted(["sweep", audit_task()]):
-        found.append("the schedules' tasks are %s, expected a sweep and %r (sweeper.rs AUDIT_TASK)" % (tasks, audit_task()))
+    if tasks != sorted(["sweep", audit_task(), merge_task()]):
+        found.append("the schedules' tasks are %s, expected a sweep, %r and %r (sweeper.rs AUDIT_TASK, MERGE_TASK)"
+                     % (tasks, audit_task(), merge_task()))
     for schedule in schedules:
         target = schedule["Properties"]["Target"]
         if target.get("Arn") != {"Fn::GetAtt": [sweeper, "Arn"]}:

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
-use mongodb::bson::{doc, rawdoc, to_raw_document_buf, Bson, DateTime, Document, RawBsonRef, RawDocumentBuf};
+use mongodb::bson::{doc, rawdoc, to_raw_document_buf, Bson, DateTime, Document, RawBson, RawBsonRef, RawDocumentBuf};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::{Collection, Database};
 use payload::js_date::to_iso_string;
@@ -26,15 +26,17 @@ use crate::pass_filter::PassFilter;
 use crate::read::{self, CachedTickets, Freshness};
 use crate::retry::{self, Budget, WriteKind};
 use crate::schema::{field, JsNumber, Millis, PassKind, Selection, UserId};
-use write_commands::{PushCommand, PushStage, ReplaceStatement, SetStage, UpdateCommand};
+use write_commands::{PushCommand, PushStage, ReplaceCommand, ReplaceStatement, SetStage};
 
 mod audit;
 mod bulk;
 mod error_report;
+mod merge;
 mod write_commands;
 pub use audit::{AuditFinding, AuditReport, FindingKind};
 pub use bulk::MAX_BULK_USERS;
 pub use error_report::{CodeCount, ErrorQuery, ErrorReport, HourCount, KindCount, UserCount};
+pub use merge::{AppliedMerge, MergeOutcome, MergePlan, MergeReport, MergedUser};
 
 /// The ticket cache over one MongoDB collection. Cheap to clone; share one per execution environment.
 #[derive(Clone, Debug)]
@@ -163,7 +165,9 @@ impl TicketCache {
                 None => projection.insert(kind.field(), 1),
             };
         }
-        let found = self.await_driver(self.raw().find_one(doc! { field::USER_ID: user }).projection(projection)).await?;
+        let raw = self.raw();
+        let read = raw.find_one(doc! { field::USER_ID: user }).sort(user_document_order_doc()).projection(projection);
+        let found = self.await_driver(read).await?;
         let Some(document) = found else { return Ok(None) };
         let freshness = Freshness { now, ttl: self.config.fresh_ttl, max_skew: self.config.limits.max_clock_skew };
         Ok(Some(read::render(user, selection, filter, &document, freshness, &self.verified)))
@@ -175,20 +179,16 @@ impl TicketCache {
     /// timestamp is returned as [`CacheError::StaleWrite`]. A pass whose `pass_uuid` was already stored keeps
     /// the stored fields this service does not own (Mongoose's `_id`, vendor fields).
     ///
-    /// One `update` with a two-stage pipeline (`merge_stages`). `update` rather than `findAndModify`,
-    /// because DocumentDB spends less on it and the reply still tells what happened: a write that changed
-    /// nothing was refused by the timestamp guard (or repeated an identical write), and only then is the
-    /// stored timestamp read, for the 409. (`bench/put_pipelines.py` measures each choice.)
+    /// One `findAndModify` with a two-stage pipeline (`merge_stages`) on the document the rule picks
+    /// ([`user_document_order`]): an `update` statement cannot say which of a user's documents it writes
+    /// before MongoDB 8.0. Its reply is that document's stored timestamp before the write, so a refused
+    /// write is told from an applied one without reading again.
     pub async fn replace_passes(&self, user: UserId, update: &PassUpdate, now: DateTime) -> Result<ReplaceOutcome, CacheError> {
         let replace = self.prepare_replace(user, update, now)?;
         let write_concern = self.write_concern()?;
-        let updates = [&replace.statement];
-        let command = |max_time_ms| UpdateCommand {
-            update: &self.config.collection,
-            updates: &updates,
-            ordered: None,
-            write_concern: write_concern.as_deref(),
-            max_time_ms,
+        let (order, fields) = (user_document_order(), rawdoc! { "_id": 0, field::TIMESTAMP: 1 });
+        let command = |max_time_ms| {
+            ReplaceCommand::new(&self.config.collection, &replace.statement, &order, &fields, write_concern.as_deref(), max_time_ms)
         };
 
         // Idempotent: the same timestamp writes the same state, so a repeat after a lost reply is safe, and
@@ -196,23 +196,21 @@ impl TicketCache {
         // The driver does not retry raw commands; `write` does.
         let mut budget = Budget::start(self.config.operation_timeout);
         let reply = self.write_command(&mut budget, WRITE_REPLACE, command, write_acknowledged).await?;
-        let (outcome, timestamp) = (replace.outcome, replace.outcome.timestamp);
-        if changed_count(&reply) > 0 {
-            return Ok(outcome);
-        }
-        // Nothing changed: the guard kept a newer document, or this exact write was already stored.
-        let stored = self
-            .await_driver(self.raw().find_one(doc! { field::USER_ID: user }).projection(doc! { "_id": 0, field::TIMESTAMP: 1 }))
-            .await?
-            .and_then(|found| found.get(field::TIMESTAMP).ok().flatten().and_then(|stored| newer_than(stored, timestamp)));
-        match stored {
+        let outcome = replace.outcome;
+        // `value` is the document before the write (`new` defaults to false), or null for an insert: the
+        // guard kept it exactly when its timestamp is newer than this write's.
+        let stored = reply.get_document("value").ok().and_then(|before| before.get(field::TIMESTAMP)).cloned();
+        let newer = stored
+            .and_then(|stored| RawBson::try_from(stored).ok())
+            .and_then(|stored| newer_than(stored.as_raw_bson_ref(), outcome.timestamp));
+        match newer {
             Some(stored) => Err(CacheError::StaleWrite { stored }),
             None => Ok(outcome),
         }
     }
 
-    /// Validates a replace and builds its `update` statement: the two-stage pipeline of `merge_stages`,
-    /// every field guarded by the timestamp. Shared by the single and the bulk replace.
+    /// Validates a replace and builds its statement: the two-stage pipeline of `merge_stages`, every field
+    /// guarded by the timestamp. Shared by the single and the bulk replace.
     fn prepare_replace(&self, user: UserId, update: &PassUpdate, now: DateTime) -> Result<PreparedReplace, CacheError> {
         if update.passes.is_none() && update.passes4.is_none() {
             return Err(ValidationError::NoPasses.into());
@@ -264,11 +262,12 @@ impl TicketCache {
     /// Appends one entry to a pass kind's log, keeping the newest `log_cap` entries. An entry whose `id`
     /// is already stored is not appended again, so client retries are safe.
     ///
-    /// One findAndModify upsert on `user_id` with a pipeline that appends unless the `id` is logged. The
-    /// guard is in the update, not in the filter: a filter that excluded logged ids would make the upsert
-    /// insert a second document for a retried entry, and concurrent inserts on a unique index are what
-    /// engines such as DocumentDB deadlock on (`retry.rs`). The reply is the document's logged ids before
-    /// the write: the entry was a duplicate exactly when its `id` is among them.
+    /// One findAndModify upsert on `user_id` (on the document the rule picks, [`user_document_order`]) with
+    /// a pipeline that appends unless the `id` is logged. The guard is in the update, not in the filter:
+    /// a filter that excluded logged ids would make the upsert insert a second document for a retried
+    /// entry, and concurrent inserts on a unique index are what engines such as DocumentDB deadlock on
+    /// (`retry.rs`). The reply is the document's logged ids before the write: the entry was a duplicate
+    /// exactly when its `id` is among them.
     pub async fn push_log(&self, user: UserId, entry: &LogEntryInput, now: DateTime) -> Result<PushOutcome, CacheError> {
         let mut stored = validate_log_entry(entry, &self.config.limits)?;
         stored.append(field::SERVER_TIME, to_iso_string(now));
@@ -286,10 +285,11 @@ impl TicketCache {
             Some(_) => rawdoc! { "_id": 0, format!("{log}.{}", field::LOG_ENTRY_ID): 1 },
             None => rawdoc! { "_id": 1 },
         };
-        let (query, write_concern) = (rawdoc! { field::USER_ID: user }, self.write_concern()?);
+        let (query, order, write_concern) = (rawdoc! { field::USER_ID: user }, user_document_order(), self.write_concern()?);
         let command = |max_time_ms| PushCommand {
             collection: &self.config.collection,
             query: &query,
+            sort: &order,
             update: [SetStage { set: &stage }],
             upsert: true,
             fields: &fields,
@@ -479,6 +479,21 @@ fn time_spent(refusal: mongodb::error::Error, retries: u32) -> CacheError {
         CacheError::Database(source) => CacheError::Contended { retries, source },
         unavailable => unavailable,
     }
+}
+
+/// Which of a user's documents every read and write takes when there are several: the one with the
+/// smallest `_id`. Several can exist only where a unique index tells number types apart (DocumentDB) and
+/// writers once stored one user id as different types; the merge task (`merge.rs`) folds them into this
+/// one. Every operation sorts by it inside its single command (`find`, `findAndModify`; the bulk replace,
+/// an `update`, reads each user's `_id` first and names it), so a read sees the document the last write
+/// changed. The sort is over a user's few documents, found by the `user_id` index.
+fn user_document_order() -> RawDocumentBuf {
+    rawdoc! { "_id": 1 }
+}
+
+/// [`user_document_order`] for the driver's typed operations.
+fn user_document_order_doc() -> Document {
+    doc! { "_id": 1 }
 }
 
 /// The `_id` of a document an upsert creates; a stored document keeps its own (`$ifNull`). Derived

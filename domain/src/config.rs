@@ -18,6 +18,7 @@ pub mod env {
     pub const LOG_RETENTION_SECONDS: &str = "LOG_RETENTION_SECONDS";
     pub const SWEEP_MAX_DOCUMENTS: &str = "SWEEP_MAX_DOCUMENTS";
     pub const AUDIT_MAX_DOCUMENTS: &str = "AUDIT_MAX_DOCUMENTS";
+    pub const MERGE_MAX_DOCUMENTS: &str = "MERGE_MAX_DOCUMENTS";
     pub const USER_ID_CLAIM: &str = "USER_ID_CLAIM";
     pub const ADMIN_SCOPE: &str = "ADMIN_SCOPE";
     pub const WRITE_SCOPE: &str = "WRITE_SCOPE";
@@ -135,6 +136,8 @@ pub struct CacheConfig {
     pub sweep_max_documents: u32,
     /// Documents one consistency audit re-verifies, so that a scheduled run always finishes.
     pub audit_max_documents: u32,
+    /// Documents one run of the duplicate merge examines, so that a run always finishes.
+    pub merge_max_documents: u32,
     /// Upper bound for one database operation, so a slow server ends in an error, not a hung invocation.
     pub operation_timeout: Duration,
     /// Upper bound for an execution environment's first contact: TCP, handshake, SCRAM authentication and
@@ -161,6 +164,7 @@ impl Default for CacheConfig {
             log_retention: Duration::from_secs(7 * 24 * 3600),
             sweep_max_documents: 1000,
             audit_max_documents: 1000,
+            merge_max_documents: 1000,
             operation_timeout: Duration::from_millis(3000),
             first_connect_timeout: Duration::from_millis(6000),
             writer_index_policy: WriterIndexPolicy::Create,
@@ -228,6 +232,8 @@ impl Settings {
                 .map_or(Ok(defaults.sweep_max_documents), |v| parse_bounded(env::SWEEP_MAX_DOCUMENTS, &v, 100_000))?,
             audit_max_documents: get(env::AUDIT_MAX_DOCUMENTS)
                 .map_or(Ok(defaults.audit_max_documents), |v| parse_bounded(env::AUDIT_MAX_DOCUMENTS, &v, 100_000))?,
+            merge_max_documents: get(env::MERGE_MAX_DOCUMENTS)
+                .map_or(Ok(defaults.merge_max_documents), |v| parse_bounded(env::MERGE_MAX_DOCUMENTS, &v, 100_000))?,
             operation_timeout: get(env::MONGODB_TIMEOUT_MS)
                 .map_or(Ok(defaults.operation_timeout), |v| parse_positive(env::MONGODB_TIMEOUT_MS, &v).map(Duration::from_millis))?,
             first_connect_timeout: get(env::MONGODB_FIRST_CONNECT_MS).map_or(Ok(defaults.first_connect_timeout), |v| {

@@ -15,8 +15,8 @@ pub mod retry;
 pub mod schema;
 
 pub use cache::{
-    AuditReport, CodeCount, ErrorQuery, ErrorReport, HourCount, KindCount, PushOutcome, ReplaceOutcome, SweepReport, TicketCache,
-    UserCount, MAX_BULK_USERS,
+    AuditReport, CodeCount, ErrorQuery, ErrorReport, HourCount, KindCount, MergeOutcome, MergeReport, PushOutcome, ReplaceOutcome,
+    SweepReport, TicketCache, UserCount, MAX_BULK_USERS,
 };
 pub use config::{AccessConfig, CacheConfig, ConfigError, Limits, Settings, UriSource, WriterIndexPolicy};
 pub use connection::{ConnectionError, MongoConnection};

@@ -143,19 +143,20 @@ impl fmt::Display for UserId {
     }
 }
 
-/// Stored as the Node service stores the same number: int32 when it fits, else int64 (Mongoose 8,
-/// `tests/fixtures/legacy_sample.ejson`). A unique index on DocumentDB (Cosmos DB vCore, FerretDB 2) tells
-/// BSON number types apart, unlike MongoDB's; with one type, both services' first writes of a user meet
-/// on the `user_id` index there too, and make one document. Queries match across types on every engine.
+/// Stored as the Node service's driver stores the same JavaScript number: int32 when it fits, else a
+/// double (exact: a user id is at most 2^53-1); that driver never writes int64. A unique index on
+/// DocumentDB (Cosmos DB vCore, FerretDB 2) tells BSON number types apart, unlike MongoDB's; with the
+/// same type, both services' first writes of a user meet on the `user_id` index there too, and make one
+/// document. Queries match across types on every engine, so documents stored with other types are found.
 impl From<UserId> for Bson {
     fn from(id: UserId) -> Bson {
-        i32::try_from(id.0).map_or(Bson::Int64(id.0), Bson::Int32)
+        i32::try_from(id.0).map_or(Bson::Double(id.0 as f64), Bson::Int32)
     }
 }
 
 impl From<UserId> for RawBson {
     fn from(id: UserId) -> RawBson {
-        i32::try_from(id.0).map_or(RawBson::Int64(id.0), RawBson::Int32)
+        i32::try_from(id.0).map_or(RawBson::Double(id.0 as f64), RawBson::Int32)
     }
 }
 
@@ -270,5 +271,22 @@ impl From<JsNumber> for Bson {
             JsNumber::Int(v) => Bson::Int64(v),
             JsNumber::Float(v) => Bson::Double(v),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As the Node driver writes a JavaScript number: int32 when it fits, else a double, never int64.
+    #[test]
+    fn user_ids_convert_to_the_node_drivers_number_types() {
+        let id = |v: i64| UserId::new(v).unwrap();
+        assert_eq!(Bson::from(id(201)), Bson::Int32(201));
+        assert_eq!(Bson::from(id(i64::from(i32::MAX))), Bson::Int32(i32::MAX));
+        assert_eq!(Bson::from(id(i64::from(i32::MAX) + 1)), Bson::Double(2_147_483_648.0));
+        assert_eq!(Bson::from(id(3_000_000_003)), Bson::Double(3_000_000_003.0));
+        assert_eq!(RawBson::from(id(MAX_SAFE_INTEGER)), RawBson::Double(MAX_SAFE_INTEGER as f64));
+        assert_eq!(Bson::from(id(MAX_SAFE_INTEGER)).as_f64().map(|v| v as i64), Some(MAX_SAFE_INTEGER), "exact up to 2^53-1");
     }
 }

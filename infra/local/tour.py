@@ -100,7 +100,7 @@ def curl_lines(api, port):
         if body is not None:
             parts += ["-H 'content-type: application/json'", f"-d '{json.dumps(body)}'"]
         lines.append(" ".join(parts))
-    for task in ('{"source": "aws.scheduler"}', '{"task": "audit"}'):
+    for task in ('{"source": "aws.scheduler"}', '{"task": "audit"}', '{"task": "merge_duplicates"}'):
         lines.append(f"cargo lambda invoke ttl-sweeper -A 127.0.0.1 -P {port} --data-ascii '{task}'")
     return lines
 
@@ -186,7 +186,8 @@ def tour(api, functions_port):
     done.append(step)
 
     for name, event, key in (("sweep", {"source": "aws.scheduler"}, "deleted_documents"),
-                             ("audit", {"task": "audit"}, "audited_documents")):
+                             ("audit", {"task": "audit"}, "audited_documents"),
+                             ("merge_duplicates", {"task": "merge_duplicates"}, "examined_documents")):
         step = f"ttl-sweeper {name}"
         out = subprocess.run(["cargo", "lambda", "invoke", "ttl-sweeper", "-A", "127.0.0.1", "-P", str(functions_port),
                               "--data-ascii", json.dumps(event)], capture_output=True, text=True, timeout=300)

@@ -104,8 +104,14 @@ def test_a_first_contact_budget_that_outlasts_the_function_is_caught():
 def test_an_audit_schedule_without_the_task_the_code_reads_is_caught():
     def misspelled(resources, _):
         resources["TtlSweeperFunction"]["Properties"]["Events"]["Audit"]["Properties"]["Input"] = '{"task": "audits"}'
-    assert any("expected a sweep and 'audit'" in p for p in _mutated(misspelled))
+    assert any("expected a sweep, 'audit' and 'merge_duplicates'" in p for p in _mutated(misspelled))
 
     def dropped(resources, _):
         del resources["TtlSweeperFunction"]["Properties"]["Events"]["Audit"]
-    assert any("expected two EventBridge Scheduler schedules" in p for p in _mutated(dropped))
+    assert any("expected three EventBridge Scheduler schedules" in p for p in _mutated(dropped))
+
+
+def test_a_merge_schedule_without_the_task_the_code_reads_is_caught():
+    def misspelled(resources, _):
+        resources["TtlSweeperFunction"]["Properties"]["Events"]["MergeDuplicates"]["Properties"]["Input"] = '{"task": "merge"}'
+    assert any("expected a sweep, 'audit' and 'merge_duplicates'" in p for p in _mutated(misspelled))

@@ -470,6 +470,10 @@ def cmd_find_and_modify(state, db, cmd, conn):
     new = bool(cmd.get("new"))
     upsert = bool(cmd.get("upsert"))
     existing = coll.find_one(query, sort=sort)
+    if existing is not None:
+        # mongomock aims the write at its own `find_one` with `fields`, which loses the sorted document's
+        # `_id` when `fields` leaves it out, and then writes the first match: name the document instead.
+        query = {"_id": existing["_id"]}
     if cmd.get("remove"):
         value = coll.find_one_and_delete(query, projection=fields, sort=sort)
         return {"lastErrorObject": {"n": 1 if value is not None else 0}, "value": value, "ok": 1.0}

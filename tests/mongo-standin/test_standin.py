@@ -155,6 +155,15 @@ def test_find_and_modify_before_after_and_remove(db):
     assert db.c.count_documents({"k": 9}) == 0
 
 
+def test_find_and_modify_writes_the_sorted_document_whatever_it_returns(db):
+    # Two documents match; `sort` picks one, and `fields` without `_id` must not make another one the target.
+    db.t.insert_many([{"_id": 2, "user_id": 7.0}, {"_id": 1, "user_id": Int64(7)}])
+    reply = db.command({"findAndModify": "t", "query": {"user_id": 7}, "sort": {"_id": 1},
+                        "update": [{"$set": {"w": 1}}], "fields": {"_id": 0, "user_id": 1}})
+    assert reply["value"] == {"user_id": 7}
+    assert [d.get("w") for d in db.t.find().sort("_id", 1)] == [1, None]
+
+
 def test_aggregate_group(db):
     db.c.insert_many([{"log": [{"errors": ["E1", {"code": "E2"}]}]}, {"log": [{"errors": [{"code": "E2"}]}]}])
     rows = list(db.c.aggregate([

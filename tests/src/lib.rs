@@ -327,11 +327,36 @@ impl TestDb {
         self.cache.collection().insert_many(documents.to_vec()).await.unwrap_or_else(|e| panic!("insert fixtures: {e}"));
     }
 
-    /// The stored document for a user, exactly as MongoDB returns it (all fields, including logs).
+    /// Stores several documents of one user, as legacy damage left them where the unique `user_id` index
+    /// tells number types apart (DocumentDB): e.g. one with a double `user_id`, one with an int64. Engines
+    /// whose unique index compares numbers by value (MongoDB, the stand-in) refuse the second document, so
+    /// there the index is dropped first: nothing else can make such a state on them. A writer environment
+    /// checks the index once; tests that write through the handlers make that check before calling this.
+    pub async fn insert_duplicates(&self, documents: &[Document]) {
+        let collection = self.cache.collection();
+        if let Err(refused) = collection.insert_many(documents.to_vec()).await {
+            let duplicate_key = matches!(refused.kind.as_ref(), domain::mongodb::error::ErrorKind::InsertMany(failure)
+                if failure.write_errors.iter().flatten().all(|e| e.code == 11000));
+            assert!(duplicate_key, "insert duplicates: {refused}");
+            collection.drop_index("user_id_1").await.unwrap_or_else(|e| panic!("drop the unique index: {e}"));
+            let ids: Vec<Bson> = documents.iter().filter_map(|d| d.get("_id").cloned()).collect();
+            collection.delete_many(domain::mongodb::bson::doc! { "_id": { "$in": ids } }).await.unwrap_or_else(|e| panic!("{e}"));
+            collection.insert_many(documents.to_vec()).await.unwrap_or_else(|e| panic!("insert duplicates: {e}"));
+        }
+    }
+
+    /// The stored document with this `_id`.
+    pub async fn raw_by_id(&self, id: &Bson) -> Option<Document> {
+        self.cache.collection().find_one(domain::mongodb::bson::doc! { "_id": id }).await.unwrap_or_else(|e| panic!("raw read: {e}"))
+    }
+
+    /// The stored document for a user, exactly as MongoDB returns it (all fields, including logs): of several,
+    /// the one every read and write takes (the smallest `_id`).
     pub async fn raw(&self, user_id: i64) -> Option<Document> {
         self.cache
             .collection()
             .find_one(domain::mongodb::bson::doc! { "user_id": user_id })
+            .sort(domain::mongodb::bson::doc! { "_id": 1 })
             .await
             .unwrap_or_else(|e| panic!("raw read: {e}"))
     }

@@ -2,8 +2,12 @@
 
 use std::time::Duration;
 
+use domain::mongodb::bson::oid::ObjectId;
 use domain::mongodb::bson::{doc, Bson, DateTime, Document};
-use domain::{CacheConfig, CacheError, ErrorQuery, Integrity, LogEntryInput, Millis, PassKind, PassUpdate, PushOutcome, Selection, UserId};
+use domain::{
+    CacheConfig, CacheError, ErrorQuery, Integrity, LogEntryInput, MergeOutcome, Millis, PassKind, PassUpdate, PushOutcome, Selection,
+    UserId,
+};
 use futures_util::TryStreamExt;
 use integration_tests::{fixture, TestDb};
 use serde_json::json;
@@ -150,7 +154,7 @@ async fn unknown_fields_survive_an_update() {
         .await
         .unwrap();
     assert_eq!(outcome.passes, Some(2));
-    assert_eq!(db.commands.names(), ["update"], "one round trip");
+    assert_eq!(db.commands.names(), ["findAndModify"], "one round trip");
 
     let after = db.raw(user_id).await.unwrap();
     for key in ["_id", "region", "app_version", "__v", "passes4", "passesLog", "passes4Log"] {
@@ -182,13 +186,13 @@ async fn writes_are_monotonic() {
         Err(CacheError::StaleWrite { stored }) => assert_eq!(stored, Millis(NOW)),
         other => panic!("expected a stale write, got {other:?}"),
     }
-    assert_eq!(db.commands.names(), ["update", "find"], "the stored timestamp is read only for the 409");
+    assert_eq!(db.commands.names(), ["findAndModify"], "the reply holds the stored timestamp for the 409: one round trip");
     assert_eq!(db.raw_bytes(5).await.unwrap(), before, "a stale write changes nothing");
 
     // The very same write again changes nothing either, and is no conflict.
     db.commands.clear();
     cache.replace_passes(user(5), &update(json!({ "timestamp": NOW, "passes": [pass("a", 1)] })), at(NOW)).await.unwrap();
-    assert_eq!(db.commands.names(), ["update", "find"]);
+    assert_eq!(db.commands.names(), ["findAndModify"]);
     assert_eq!(db.raw_bytes(5).await.unwrap(), before);
 
     // The same timestamp again is a retry, not a conflict.
@@ -485,22 +489,151 @@ async fn invalid_writes_change_nothing() {
 
 #[tokio::test]
 async fn user_ids_are_stored_as_the_node_service_stores_them() {
-    // Mongoose 8 stores int32 when the id fits, else int64 (tests/fixtures/legacy_sample.ejson). DocumentDB's
-    // unique index tells number types apart, so only the same type makes both services' writes one key.
+    // The Node driver writes a JavaScript number as int32 when it fits, else as a double, never int64
+    // (tests/fixtures/legacy_sample.ejson). DocumentDB's unique index tells number types apart, so only the
+    // same type makes both services' writes of one user one key.
     let db = TestDb::new("idtype").await;
+    let big = 3_000_000_002_i64;
     db.cache.replace_passes(user(201), &update(json!({ "passes": [pass("a", 1)] })), at(NOW)).await.unwrap();
-    db.cache.push_log(user(3_000_000_002), &log("passes", Some("e"), "BM"), at(NOW)).await.unwrap();
-    assert_eq!(db.raw(201).await.unwrap().get("user_id"), Some(&Bson::Int32(201)));
-    assert_eq!(db.raw(3_000_000_002).await.unwrap().get("user_id"), Some(&Bson::Int64(3_000_000_002)));
+    db.cache.push_log(user(big), &log("passes", Some("e"), "BM"), at(NOW)).await.unwrap();
+    db.cache.replace_passes(user(2_147_483_648), &update(json!({ "passes": [pass("a", 1)] })), at(NOW)).await.unwrap();
+    db.cache.push_log(user(2_147_483_647), &log("passes", Some("e"), "BM"), at(NOW)).await.unwrap();
+    let bulk = [(user(3_000_000_004), update(json!({ "passes": [pass("a", 1)] }))), (user(202), update(json!({ "passes": [] })))];
+    assert!(db.cache.replace_many(&bulk, at(NOW)).await.unwrap().iter().all(Result::is_ok));
+    let db = &db;
+    let stored = |id: i64| async move { db.raw(id).await.unwrap().get("user_id").cloned() };
+    assert_eq!(stored(201).await, Some(Bson::Int32(201)));
+    assert_eq!(stored(202).await, Some(Bson::Int32(202)));
+    assert_eq!(stored(2_147_483_647).await, Some(Bson::Int32(i32::MAX)));
+    assert_eq!(stored(2_147_483_648).await, Some(Bson::Double(2_147_483_648.0)));
+    assert_eq!(stored(big).await, Some(Bson::Double(3_000_000_002.0)));
+    assert_eq!(stored(3_000_000_004).await, Some(Bson::Double(3_000_000_004.0)));
 
-    // The Node service's own first write of user 201 now meets ours on the unique index, on every engine.
-    let node_write = db.cache.collection().insert_one(doc! { "user_id": 201_i32, "timestamp": NOW }).await;
-    let code = node_write.err().and_then(|e| match *e.kind {
-        domain::mongodb::error::ErrorKind::Write(domain::mongodb::error::WriteFailure::WriteError(w)) => Some(w.code),
+    // The Node service's own first writes of these users meet ours on the unique index, on every engine.
+    for (node_id, value) in [(201, Bson::Int32(201)), (big, Bson::Double(big as f64))] {
+        let node_write = db.cache.collection().insert_one(doc! { "user_id": value, "timestamp": NOW as f64 }).await;
+        let code = node_write.err().and_then(|e| match *e.kind {
+            domain::mongodb::error::ErrorKind::Write(domain::mongodb::error::WriteFailure::WriteError(w)) => Some(w.code),
+            _ => None,
+        });
+        assert_eq!(code, Some(11000), "a second document for user {node_id}");
+        assert_eq!(db.cache.collection().count_documents(doc! { "user_id": node_id }).await.unwrap(), 1);
+    }
+}
+
+/// A write's error code, wherever the driver put it.
+fn error_code(error: &domain::mongodb::error::Error) -> Option<i32> {
+    use domain::mongodb::error::{ErrorKind, WriteFailure};
+    match error.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
+        ErrorKind::Command(c) => Some(c.code),
         _ => None,
-    });
-    assert_eq!(code, Some(11000), "a second document for user 201");
-    assert_eq!(db.cache.collection().count_documents(doc! { "user_id": 201 }).await.unwrap(), 1);
+    }
+}
+
+/// The `_id` this service gives a document it creates: four zero bytes, then the id (`derived_id`).
+fn derived_id(user_id: i64) -> ObjectId {
+    let mut bytes = [0_u8; 12];
+    bytes[4..].copy_from_slice(&user_id.to_be_bytes());
+    ObjectId::from_bytes(bytes)
+}
+
+/// A Node-made ObjectId (its creation time first) that sorts after `derived_id` and by `n`.
+fn node_id(n: u8) -> ObjectId {
+    ObjectId::from_bytes([0x65, 0xa0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n])
+}
+
+/// Legacy damage: two documents for one user, one whose `user_id` is a double (the Node service's), one an
+/// int64 (this service's, before it wrote the Node driver's types). Every read and write takes the one with
+/// the smallest `_id`, whichever was inserted first, and leaves the other as it was.
+#[tokio::test]
+async fn a_user_with_two_documents_is_read_and_written_on_the_one_with_the_smallest_id() {
+    let db = TestDb::new("twodocs").await;
+    let legacy_pass = doc! { "pass_uuid": "old", "status": "ACTIVE", "payload": { "rides": 1 }, "_id": ObjectId::from_bytes([9; 12]) };
+    // (user, the chosen document's _id, the other's _id, whether the chosen one is inserted first)
+    let cases = [
+        (3_000_000_003_i64, derived_id(3_000_000_003), node_id(1), false),
+        (3_000_000_005, node_id(2), node_id(3), true),
+        (205, node_id(4), node_id(5), false),
+    ];
+    for (id, chosen, other, chosen_first) in cases {
+        let chosen_doc =
+            doc! { "_id": chosen, "user_id": id, "timestamp": (NOW - 20) as f64, "passes": [legacy_pass.clone()], "region": "eu" };
+        let other_doc = doc! { "_id": other, "user_id": id as f64, "timestamp": (NOW - 10) as f64, "passes": [legacy_pass.clone()], "app_version": "1" };
+        let documents = if chosen_first { [chosen_doc, other_doc] } else { [other_doc, chosen_doc] };
+        db.insert_duplicates(&documents).await;
+        let other_before = db.raw_by_id(&Bson::ObjectId(other)).await.unwrap();
+
+        db.commands.clear();
+        db.cache.replace_passes(user(id), &update(json!({ "timestamp": NOW, "passes": [pass("fresh", 1)] })), at(NOW)).await.unwrap();
+        let got = db.cache.get(user(id), Selection::All, at(NOW)).await.unwrap().unwrap();
+        assert_eq!(db.commands.names(), ["findAndModify", "find"], "user {id}: one command each");
+        assert_eq!(got.timestamp, Some(Millis(NOW)), "user {id}: the read sees the write");
+        let read: serde_json::Value = serde_json::from_str(&got.json).unwrap();
+        assert_eq!(read["passes"][0]["pass_uuid"], "fresh", "user {id}: {read}");
+
+        assert_eq!(db.cache.push_log(user(id), &log("passes", Some("l1"), "E"), at(NOW)).await.unwrap(), PushOutcome::Appended);
+        assert_eq!(db.cache.push_log(user(id), &log("passes", Some("l1"), "E"), at(NOW)).await.unwrap(), PushOutcome::Duplicate);
+        let older = db.cache.replace_passes(user(id), &update(json!({ "timestamp": NOW - 1, "passes": [] })), at(NOW)).await;
+        assert!(matches!(older, Err(CacheError::StaleWrite { stored: Millis(NOW) })), "user {id}: {older:?}");
+
+        let written = db.raw_by_id(&Bson::ObjectId(chosen)).await.unwrap();
+        assert_eq!(written.get_i64("timestamp").unwrap(), NOW, "user {id}");
+        assert_eq!(written.get_array("passesLog").unwrap().len(), 1, "user {id}");
+        assert_eq!(written.get_str("region").unwrap(), "eu", "user {id}: unknown fields kept");
+        assert_eq!(db.raw_by_id(&Bson::ObjectId(other)).await.unwrap(), other_before, "user {id}: the other document untouched");
+    }
+}
+
+/// A Node-style upsert (Mongoose's filter and `$set`, the user id as the Node driver sends it) fired together
+/// with this service's first write of the same new user, for many users: one document each, on every engine.
+/// On DocumentDB this needs both writers to store the same number type.
+#[tokio::test]
+async fn a_node_upsert_and_a_first_write_of_a_new_user_make_one_document() {
+    let db = TestDb::new("noderace").await;
+    let node_value = |id: i64| i32::try_from(id).map_or(Bson::Double(id as f64), Bson::Int32);
+    for round in 0..3_i64 {
+        let users: Vec<i64> =
+            (0..60).map(|i| if i % 6 == 0 { 100_000 + round * 100 + i } else { 3_000_100_000 + round * 100 + i }).collect();
+        let mut tasks = Vec::new();
+        for (n, &id) in users.iter().enumerate() {
+            let collection = db.cache.collection().clone();
+            tasks.push(tokio::spawn(async move {
+                // Mongoose's upsert: `{user_id: <number>}`, `$set` of the fields (Date.now() is a double, each
+                // pass gets an ObjectId), `__v` on insert. The peer does not retry; a lost race is its error.
+                let set = doc! { "timestamp": (NOW - 1) as f64, "passes": [{ "pass_uuid": "node", "status": "ACTIVE", "payload": { "rides": 1 }, "_id": ObjectId::new() }] };
+                let filter = doc! { "user_id": node_value(id) };
+                let update = doc! { "$set": set, "$setOnInsert": { "__v": 0 } };
+                loop {
+                    match collection.update_one(filter.clone(), update.clone()).upsert(true).await {
+                        Ok(_) => return Ok(()),
+                        Err(e) if matches!(error_code(&e), Some(11000 | 112)) => continue,
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+            }));
+            let cache = db.cache.clone();
+            tasks.push(tokio::spawn(async move {
+                let written = if n % 2 == 0 {
+                    cache
+                        .replace_passes(user(id), &update(json!({ "timestamp": NOW, "passes": [pass("ours", 1)] })), at(NOW))
+                        .await
+                        .map(drop)
+                } else {
+                    cache.push_log(user(id), &log("passes", Some("ours"), "E"), at(NOW)).await.map(drop)
+                };
+                written.map_err(|e| e.to_string())
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+        for &id in &users {
+            let found: Vec<Document> = db.cache.collection().find(doc! { "user_id": id }).await.unwrap().try_collect().await.unwrap();
+            assert_eq!(found.len(), 1, "round {round}, user {id}: {found:?}");
+            assert_eq!(found[0].get("user_id"), Some(&node_value(id)), "user {id}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -574,4 +707,158 @@ async fn the_audit_resumes_where_it_stopped_and_takes_recent_writes_first() {
         .unwrap();
     let fourth = cache.audit(2, runs[3]).await.unwrap();
     assert_eq!(progress(&fourth), (2, 1, false));
+}
+
+/// Two damaged users (one of them with three documents) among clean ones.
+fn duplicated_users() -> Vec<Document> {
+    let entry = |id: Option<&str>, at: &str| {
+        let mut entry = doc! { "errors": [{ "code": "E", "message": "m" }], "server_time": at, "data": {} };
+        if let Some(id) = id {
+            entry.insert("id", id);
+        }
+        entry
+    };
+    let expires = DateTime::from_millis(NOW + 400 * 86_400_000);
+    let bare = |uuid: &str| doc! { "pass_uuid": uuid, "status": "ACTIVE", "payload": { "rides": 1 } };
+    vec![
+        // User 3000000003: this service's int64 document (the survivor: the smallest _id) is older than the
+        // Node service's double one.
+        doc! { "_id": derived_id(3_000_000_003), "user_id": 3_000_000_003_i64, "timestamp": NOW - 20, "expires_at": expires,
+        "passes": [bare("old")], "passes4": [bare("kept")], "region": "eu",
+        "passesLog": [entry(Some("a"), "2026-11-24T12:00:01.000Z"), entry(Some("b"), "2026-11-24T12:00:02.000Z"), entry(None, "2026-11-24T12:00:03.000Z")] },
+        doc! { "_id": node_id(1), "user_id": 3_000_000_003.0, "timestamp": (NOW - 10) as f64, "passes": [bare("new")], "__v": 0, "app_version": "7.1",
+        "passesLog": [entry(Some("b"), "2026-11-24T12:00:02.000Z"), entry(Some("c"), "2026-11-24T12:00:04.000Z"), entry(None, "2026-11-24T12:00:03.000Z")],
+        "passes4Log": [entry(Some("z"), "2026-11-24T12:00:05.000Z")] },
+        // User 206: three documents, the newest one not the survivor.
+        doc! { "_id": node_id(2), "user_id": 206, "timestamp": (NOW - 30) as f64, "passes": [bare("p1")] },
+        doc! { "_id": node_id(3), "user_id": 206.0, "timestamp": (NOW - 5) as f64, "passes": [bare("p3")] },
+        doc! { "_id": node_id(4), "user_id": 206_i64, "timestamp": NOW - 15, "passes": [bare("p2")] },
+        doc! { "_id": node_id(5), "user_id": 207, "timestamp": NOW, "expires_at": expires },
+    ]
+}
+
+#[tokio::test]
+async fn the_audit_lists_users_with_several_documents() {
+    let db = TestDb::new("auditdups").await;
+    db.insert_duplicates(&duplicated_users()).await;
+    let before: Vec<Document> = db.cache.collection().find(doc! {}).await.unwrap().try_collect().await.unwrap();
+    let report = db.cache.audit(1000, at(NOW)).await.unwrap();
+    assert_eq!(report.audited_documents, 6);
+    let kind = domain::cache::FindingKind::DuplicateDocuments;
+    assert_eq!(report.findings_by_kind.get(&kind), Some(&2), "{report:?}");
+    let listed: Vec<_> = report.listed.iter().filter(|f| f.finding == kind).map(|f| (f.user_id.clone(), f.documents)).collect();
+    assert_eq!(listed, [(json!(206), Some(3)), (json!(3_000_000_003_i64), Some(2))]);
+    let json = serde_json::to_value(&report).unwrap();
+    assert!(json["listed"].as_array().unwrap().iter().any(|f| f["finding"] == "duplicate_documents" && f["documents"] == 3), "{json}");
+    let after: Vec<Document> = db.cache.collection().find(doc! {}).await.unwrap().try_collect().await.unwrap();
+    assert_eq!(after, before, "the audit changes nothing");
+}
+
+#[tokio::test]
+async fn the_merge_leaves_one_document_with_the_newest_passes_every_log_entry_and_unknown_fields() {
+    let db = TestDb::with_config("merge", CacheConfig { log_cap: 100, ..CacheConfig::default() }).await;
+    db.insert_duplicates(&duplicated_users()).await;
+    let clean = db.raw(207).await.unwrap();
+
+    let report = db.cache.merge_duplicates(1000, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(
+        (report.examined_documents, report.duplicated_users, report.merged_users, report.deleted_documents, report.changed_meanwhile),
+        (6, 2, 2, 3, 0),
+        "{report:?}"
+    );
+    assert!(report.scan_completed && !report.more_remaining, "{report:?}");
+    let collection = db.cache.collection();
+    let count = |id: i64| {
+        let collection = collection.clone();
+        async move { collection.count_documents(doc! { "user_id": id }).await.unwrap() }
+    };
+    assert_eq!((count(3_000_000_003).await, count(206).await, count(207).await), (1, 1, 1));
+
+    let merged = db.raw(3_000_000_003).await.unwrap();
+    assert_eq!(merged.get_object_id("_id").unwrap(), derived_id(3_000_000_003), "the document reads and writes take");
+    assert_eq!(merged.get("timestamp"), Some(&Bson::Double((NOW - 10) as f64)), "the newest timestamp");
+    let uuids = |array: &str| -> Vec<String> {
+        merged.get_array(array).unwrap().iter().map(|p| p.as_document().unwrap().get_str("pass_uuid").unwrap().to_owned()).collect()
+    };
+    assert_eq!((uuids("passes"), uuids("passes4")), (vec!["new".to_owned()], vec!["kept".to_owned()]));
+    let log_ids: Vec<_> =
+        merged.get_array("passesLog").unwrap().iter().map(|e| e.as_document().unwrap().get_str("id").ok().map(str::to_owned)).collect();
+    assert_eq!(log_ids, [Some("a".into()), Some("b".into()), None, Some("c".into())], "united by id, ordered by server_time");
+    assert_eq!(merged.get_array("passes4Log").unwrap().len(), 1);
+    assert_eq!((merged.get_str("region").unwrap(), merged.get_str("app_version").unwrap()), ("eu", "7.1"), "unknown fields of both");
+    assert_eq!(merged.get("user_id"), Some(&Bson::Int64(3_000_000_003)), "the survivor's user_id, as stored");
+    let got = db.cache.get(user(3_000_000_003), Selection::All, at(NOW)).await.unwrap().unwrap();
+    assert_eq!(got.timestamp, Some(Millis(NOW - 10)));
+
+    let three = db.raw(206).await.unwrap();
+    assert_eq!((three.get_object_id("_id").unwrap(), three.get_f64("timestamp").unwrap()), (node_id(2), (NOW - 5) as f64));
+    assert_eq!(three.get_array("passes").unwrap()[0].as_document().unwrap().get_str("pass_uuid").unwrap(), "p3");
+    assert_eq!(db.raw(207).await.unwrap(), clean, "a user with one document is left alone");
+
+    // A second run finds nothing to do and changes nothing.
+    let before: Vec<Document> = db.cache.collection().find(doc! {}).await.unwrap().try_collect().await.unwrap();
+    let again = db.cache.merge_duplicates(1000, Duration::from_secs(60)).await.unwrap();
+    assert_eq!((again.examined_documents, again.duplicated_users, again.deleted_documents), (3, 0, 0), "{again:?}");
+    let after: Vec<Document> = db.cache.collection().find(doc! {}).await.unwrap().try_collect().await.unwrap();
+    assert_eq!(after, before);
+}
+
+#[tokio::test]
+async fn the_merge_is_bounded_and_resumes_where_it_stopped() {
+    let db = TestDb::new("mergebudget").await;
+    db.insert_duplicates(&duplicated_users()).await;
+    let mut runs = Vec::new();
+    loop {
+        let report = db.cache.merge_duplicates(2, Duration::from_secs(60)).await.unwrap();
+        assert!(report.examined_documents <= 2, "{report:?}");
+        let done = report.scan_completed;
+        runs.push(report);
+        if done || runs.len() > 10 {
+            break;
+        }
+    }
+    assert!(runs.len() > 1 && runs[0].more_remaining, "{runs:?}");
+    assert_eq!(runs.iter().map(|r| r.merged_users).sum::<u64>(), 2, "{runs:?}");
+    assert_eq!(db.cache.collection().count_documents(doc! {}).await.unwrap(), 3);
+    // No time left: nothing is examined, and the next run starts where this one would have.
+    let none = db.cache.merge_duplicates(1000, Duration::ZERO).await.unwrap();
+    assert_eq!((none.examined_documents, none.more_remaining), (0, true));
+}
+
+/// The merge writes the survivor only as it read it, and deletes another document only as it read it: a
+/// concurrent write in between is kept, and the next run merges it.
+#[tokio::test]
+async fn the_merge_refuses_to_delete_or_overwrite_a_document_changed_since_it_was_read() {
+    let db = TestDb::new("mergeguard").await;
+    db.insert_duplicates(&duplicated_users()).await;
+    let id = user(3_000_000_003);
+
+    // The other document gets a log entry (the Node service's `$push`) between the read and the write.
+    let plan = db.cache.plan_merge(id).await.unwrap().expect("two documents");
+    let late = doc! { "errors": ["late"], "server_time": "2026-11-24T12:00:09.000Z", "id": "late" };
+    db.cache.collection().update_one(doc! { "_id": node_id(1) }, doc! { "$push": { "passesLog": late } }).await.unwrap();
+    let refused = domain::cache::AppliedMerge { outcome: MergeOutcome::ChangedMeanwhile, deleted_documents: 0 };
+    assert_eq!(db.cache.apply_merge(&plan).await.unwrap(), refused);
+    let other = db.raw_by_id(&Bson::ObjectId(node_id(1))).await.expect("not deleted");
+    assert_eq!(other.get_array("passesLog").unwrap().len(), 4);
+    let survivor = db.raw(3_000_000_003).await.unwrap();
+    assert_eq!(&survivor, plan.merged(), "the survivor holds what was read");
+
+    // The survivor gets a write (this service's replace) between the read and the write: nothing changes.
+    let plan = db.cache.plan_merge(id).await.unwrap().expect("two documents");
+    db.cache.replace_passes(id, &update(json!({ "timestamp": NOW, "passes": [pass("newest", 1)] })), at(NOW)).await.unwrap();
+    let written = db.raw(3_000_000_003).await.unwrap();
+    assert_eq!(db.cache.apply_merge(&plan).await.unwrap().outcome, MergeOutcome::ChangedMeanwhile);
+    assert_eq!(db.raw(3_000_000_003).await.unwrap(), written, "the concurrent write is kept");
+    assert!(db.raw_by_id(&Bson::ObjectId(node_id(1))).await.is_some(), "and nothing deleted");
+
+    // The next run merges both: the late entry and the newest passes.
+    let report = db.cache.merge_duplicates(1000, Duration::from_secs(60)).await.unwrap();
+    assert_eq!((report.merged_users, report.changed_meanwhile), (2, 0), "{report:?}");
+    let merged = db.raw(3_000_000_003).await.unwrap();
+    assert_eq!(db.cache.collection().count_documents(doc! { "user_id": 3_000_000_003_i64 }).await.unwrap(), 1);
+    assert_eq!(merged.get_i64("timestamp").unwrap(), NOW);
+    assert_eq!(merged.get_array("passes").unwrap()[0].as_document().unwrap().get_str("pass_uuid").unwrap(), "newest");
+    let log_ids: Vec<_> = merged.get_array("passesLog").unwrap().iter().filter_map(|e| e.as_document()?.get_str("id").ok()).collect();
+    assert_eq!(log_ids, ["a", "b", "c", "late"]);
 }

@@ -417,7 +417,7 @@ async fn a_lost_reply_is_retried_only_when_repeating_the_write_is_harmless() {
 async fn errors_that_a_retry_cannot_fix_are_not_retried() {
     let (_standin, state, admin) = injected(3000).await;
     // Once only: a retry would succeed, so the 500 proves there was none.
-    fail_point(&admin, times(1), doc! { "failCommands": ["update"], "errorCode": 2 }).await;
+    fail_point(&admin, times(1), doc! { "failCommands": ["findAndModify"], "errorCode": 2 }).await;
     let reply = put(&state, 1, DateTime::now().timestamp_millis(), "a").await;
     assert_eq!((reply.status, last_retries(&state)), (500, 0.0), "{}", reply.body);
     // E11000 is final on a write that is not an upsert: the sweeper's trim.

@@ -2,7 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use domain::mongodb::bson::{doc, DateTime};
+use domain::mongodb::bson::oid::ObjectId;
+use domain::mongodb::bson::{doc, Bson, DateTime};
 use domain::{AccessConfig, CacheConfig};
 use integration_tests::{app_state, call, fixture, Auth, HttpEvent, TestDb};
 use lambda_adapter::{AppState, Metric, Operation};
@@ -347,7 +348,7 @@ async fn bulk_put_writes_every_entry_in_one_update_and_answers_each_in_request_o
         users.iter().map(|u| json!({ "user_id": u, "timestamp": ts, "passes": [pass("uuid-4")], "passes4": [] })).collect();
     let reply = bulk(&state, Auth::Iam, json!({ "users": entries })).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    assert_eq!(db.commands.names(), ["update"], "every entry in one round trip");
+    assert_eq!(db.commands.names(), ["find", "update"], "each user's document named by one read, then every entry in one update");
     let results = reply.body["results"].as_array().unwrap();
     assert_eq!(
         results.iter().map(|r| (r["user_id"].as_i64().unwrap(), r["status"].as_u64().unwrap())).collect::<Vec<_>>(),
@@ -385,7 +386,11 @@ async fn bulk_put_writes_every_entry_in_one_update_and_answers_each_in_request_o
     assert_eq!(results[1]["error"]["code"], "stale_write");
     assert!(results[3]["error"]["message"].as_str().unwrap().starts_with("users[3].passes"), "{}", results[3]);
     assert_eq!(reply.body["counts"], json!({ "200": 2, "409": 1, "422": 2 }));
-    assert_eq!(db.commands.names(), ["update", "find"], "the stored timestamps are read once, for the entries that changed nothing");
+    assert_eq!(
+        db.commands.names(),
+        ["find", "update", "find"],
+        "the stored timestamps are read once more, for the entries that changed nothing"
+    );
     assert_eq!(db.raw(101).await.unwrap().get_i64("timestamp").unwrap(), ts + 1);
     assert_eq!(db.raw(102).await.unwrap().get_i64("timestamp").unwrap(), ts, "the stale entry changed nothing");
     assert!(db.raw(104).await.is_none());
@@ -563,4 +568,72 @@ async fn the_sweeper_audits_on_its_audit_schedule_and_emits_the_counts() {
     assert_eq!(state.metrics.total(Metric::AuditedDocuments), 2.0);
     assert!(state.metrics.total(Metric::IntegrityMismatch) >= 1.0);
     assert_eq!(state.metrics.total(Metric::AuditFindings), json["findings"].as_f64().unwrap());
+}
+
+/// A user with two documents (legacy damage: a double `user_id` from the Node service, an int64 one from this
+/// service before it stored the Node driver's types): a PUT then a GET read the write back, and a push goes to
+/// the same document, whichever of the two was stored first.
+#[tokio::test]
+async fn a_user_with_two_documents_reads_back_its_put_and_its_push() {
+    let (db, state) = setup("htwodocs").await;
+    // A first write brings the environment's index check behind it (the damage is made after it).
+    assert_eq!(put(&state, "/v1/users/100/tickets", json!({ "passes": [pass("z")] })).await.status, 200);
+    let ts = now_ms() - 60_000;
+    let legacy = |uuid: &str| doc! { "pass_uuid": uuid, "status": "ACTIVE", "payload": { "pass_uuid": uuid } };
+    for (id, first, second) in [
+        (3_000_000_007_i64, ObjectId::from_bytes([0x65, 0xa0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]), derived_id(3_000_000_007)),
+        (3_000_000_008, derived_id(3_000_000_008), ObjectId::from_bytes([0x65, 0xa0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2])),
+    ] {
+        let chosen = first.min(second);
+        db.insert_duplicates(&[
+            doc! { "_id": first, "user_id": id as f64, "timestamp": (ts - 10) as f64, "passes": [legacy("first")] },
+            doc! { "_id": second, "user_id": id, "timestamp": ts - 20, "passes": [legacy("second")] },
+        ])
+        .await;
+        let tickets = format!("/v1/users/{id}/tickets");
+        let written = put(&state, &tickets, json!({ "timestamp": ts, "passes": [pass("mine")] })).await;
+        assert_eq!(written.status, 200, "{}", written.body);
+        let read = call(&state, Operation::GetTickets, HttpEvent::new("GET", &tickets).auth(Auth::user(id))).await;
+        assert_eq!((read.status, read.body["timestamp"].as_i64()), (200, Some(ts)), "user {id}: {}", read.body);
+        assert_eq!(read.body["passes"][0]["pass_uuid"], "mine", "user {id}");
+
+        let entry = json!({ "kind": "passes", "errors": ["E"], "id": "p-1" });
+        let logs = format!("/v1/users/{id}/logs");
+        let pushed = call(&state, Operation::PushLog, HttpEvent::new("POST", &logs).auth(Auth::Iam).json(&entry)).await;
+        assert_eq!(pushed.status, 201, "{}", pushed.body);
+        let again = call(&state, Operation::PushLog, HttpEvent::new("POST", &logs).auth(Auth::Iam).json(&entry)).await;
+        assert_eq!(again.status, 200, "user {id}: the push finds its entry where it put it");
+        let stored = db.raw_by_id(&Bson::ObjectId(chosen)).await.unwrap();
+        assert_eq!((stored.get_i64("timestamp").unwrap(), stored.get_array("passesLog").unwrap().len()), (ts, 1), "user {id}");
+        let read_again = call(&state, Operation::GetTickets, HttpEvent::new("GET", &tickets).auth(Auth::user(id))).await;
+        assert_eq!(read_again.body, read.body, "user {id}: the push and the read agree on the document");
+    }
+}
+
+#[tokio::test]
+async fn the_sweeper_merges_duplicates_on_its_task_and_emits_the_counts() {
+    let (db, state) = setup("hmerge").await;
+    assert_eq!(put(&state, TICKETS, json!({ "timestamp": now_ms(), "passes": [pass("a")] })).await.status, 200);
+    db.insert_duplicates(&[
+        doc! { "_id": derived_id(3_000_000_009), "user_id": 3_000_000_009_i64, "timestamp": 1_i64 },
+        doc! { "_id": ObjectId::new(), "user_id": 3_000_000_009.0, "timestamp": 2.0 },
+    ])
+    .await;
+    let summary = lambda_adapter::sweeper::merge_duplicates(&state, None).await.unwrap();
+    let json = serde_json::to_value(&summary).unwrap();
+    assert_eq!(
+        (json["task"].clone(), json["merged_users"].clone(), json["deleted_documents"].clone()),
+        (json!("merge_duplicates"), json!(1), json!(1)),
+        "{json}"
+    );
+    assert_eq!(json["listed"], json!([{ "user_id": 3_000_000_009_i64, "documents": 2, "outcome": "merged" }]));
+    assert_eq!((state.metrics.total(Metric::DuplicatedUsers), state.metrics.total(Metric::MergedDuplicates)), (1.0, 1.0));
+    assert_eq!(db.cache.collection().count_documents(doc! { "user_id": 3_000_000_009_i64 }).await.unwrap(), 1);
+}
+
+/// The `_id` this service gives a document it creates: four zero bytes, then the id.
+fn derived_id(user_id: i64) -> ObjectId {
+    let mut bytes = [0_u8; 12];
+    bytes[4..].copy_from_slice(&user_id.to_be_bytes());
+    ObjectId::from_bytes(bytes)
 }

@@ -2,7 +2,7 @@
 //! never changes a cached document; its only write is its own resume point, in a collection of its own
 //! (`<collection>_audit`), so that successive runs cover the whole collection.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Bson, DateTime, Document, RawBsonRef, RawDocumentBuf};
@@ -33,6 +33,9 @@ pub struct AuditFinding {
     /// Where, for findings about a part of the document (`passes`, `passes4Log`, `passes[3]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// How many documents the user has, for [`FindingKind::DuplicateDocuments`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub documents: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -54,6 +57,10 @@ pub enum FindingKind {
     LogOverCap,
     /// A `user_id` that is not a user id, or a part the read cannot show.
     Unreadable,
+    /// More than one document for one user id (numbers of different BSON types, which DocumentDB's unique
+    /// index keeps apart). Reads and writes take the one with the smallest `_id`; the sweeper's
+    /// `merge_duplicates` task folds the others into it. Listed once per user, with `documents`.
+    DuplicateDocuments,
 }
 
 /// What one audit run did and found.
@@ -126,12 +133,53 @@ impl TicketCache {
                 auditor.audit(&document);
             }
         }
+        let duplicated = self.users_with_several_documents(&auditor.users).await?;
+        for (user, documents) in duplicated {
+            let listed_before = auditor.report.listed.len();
+            auditor.found(&serde_json::Value::from(user.get()), FindingKind::DuplicateDocuments, None, None);
+            if auditor.report.listed.len() > listed_before {
+                auditor.report.listed[listed_before].documents = Some(documents);
+            }
+        }
         let mut report = auditor.report;
         report.scan_completed = remaining > 0 && scanned < remaining;
         let next_id = if report.scan_completed { Bson::Null } else { last_id.unwrap_or(Bson::Null) };
         let resume_point = doc! { "$set": { "last_id": next_id, "last_run_at": now } };
         self.await_driver(state.update_one(doc! { "_id": RESUME_POINT }, resume_point).upsert(true)).await?;
         Ok(report)
+    }
+}
+
+impl TicketCache {
+    /// Of these users, those with more than one document, and how many each has: one `find` per
+    /// [`USERS_PER_QUERY`] users on the `user_id` index (a query matches every number type by value).
+    pub(super) async fn users_with_several_documents(&self, users: &BTreeSet<UserId>) -> Result<Vec<(UserId, u64)>, CacheError> {
+        let mut several = Vec::new();
+        let users: Vec<UserId> = users.iter().copied().collect();
+        for chunk in users.chunks(USERS_PER_QUERY) {
+            let filter = doc! { field::USER_ID: { "$in": chunk.iter().map(|&u| Bson::from(u)).collect::<Vec<_>>() } };
+            let cursor = self.await_driver(self.raw().find(filter).projection(doc! { "_id": 1, field::USER_ID: 1 })).await?;
+            let found: Vec<RawDocumentBuf> = self.await_driver(cursor.try_collect()).await?;
+            let mut counts: BTreeMap<UserId, u64> = BTreeMap::new();
+            for document in &found {
+                if let Some(user) = document.get(field::USER_ID).ok().flatten().and_then(stored_user_id) {
+                    *counts.entry(user).or_default() += 1;
+                }
+            }
+            several.extend(counts.into_iter().filter(|(_, n)| *n > 1));
+        }
+        Ok(several)
+    }
+}
+
+/// Users whose documents one query looks for.
+const USERS_PER_QUERY: usize = 500;
+
+/// A stored `user_id` that is a user id, whatever its number type.
+pub(super) fn stored_user_id(stored: RawBsonRef<'_>) -> Option<UserId> {
+    match JsNumber::from_raw(stored)? {
+        JsNumber::Int(v) => UserId::new(v),
+        JsNumber::Float(_) => None,
     }
 }
 
@@ -144,6 +192,8 @@ struct Auditor<'c> {
     cache: &'c TicketCache,
     now: DateTime,
     report: AuditReport,
+    /// The users of the audited documents, whose documents are then counted.
+    users: BTreeSet<UserId>,
 }
 
 impl<'c> Auditor<'c> {
@@ -157,7 +207,7 @@ impl<'c> Auditor<'c> {
             findings_by_kind: BTreeMap::new(),
             listed: Vec::new(),
         };
-        Auditor { cache, now, report }
+        Auditor { cache, now, report, users: BTreeSet::new() }
     }
 
     fn found(&mut self, user_id: &serde_json::Value, finding: FindingKind, pass_uuid: Option<String>, path: Option<String>) {
@@ -168,7 +218,7 @@ impl<'c> Auditor<'c> {
             report.integrity_mismatches += 1;
         }
         if report.listed.len() < LISTED_FINDINGS {
-            report.listed.push(AuditFinding { user_id: user_id.clone(), finding, pass_uuid, path });
+            report.listed.push(AuditFinding { user_id: user_id.clone(), finding, pass_uuid, path, documents: None });
         }
     }
 
@@ -193,15 +243,11 @@ impl<'c> Auditor<'c> {
                 self.found(&user_json, FindingKind::LogOverCap, None, Some(kind.log_field().into()));
             }
         }
-        let user = stored_user.and_then(JsNumber::from_raw).and_then(|n| match n {
-            JsNumber::Int(v) => UserId::new(v),
-            JsNumber::Float(v) if v.fract() == 0.0 => UserId::new(v as i64),
-            JsNumber::Float(_) => None,
-        });
-        let Some(user) = user else {
+        let Some(user) = stored_user.and_then(stored_user_id) else {
             self.found(&user_json, FindingKind::Unreadable, None, Some(field::USER_ID.into()));
             return;
         };
+        self.users.insert(user);
         // The read's own verification, as a GET does it (remembered verdicts are keyed by the payload's
         // bytes, so a changed payload is verified again).
         let config = &self.cache.config;

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use futures_util::TryStreamExt;
-use mongodb::bson::{doc, DateTime, Document};
+use mongodb::bson::{doc, Bson, DateTime, Document, RawBson, RawDocumentBuf};
 
 use super::write_commands::{ReplaceStatement, UpdateCommand};
 use super::{changed_count, concern_satisfied, newer_than, time_spent, ReplaceOutcome, TicketCache, WRITE_REPLACE};
@@ -20,11 +20,13 @@ impl TicketCache {
     /// Replaces the passes of many users, each exactly as [`TicketCache::replace_passes`] would, and
     /// answers for each in the order given. A bad or stale entry never blocks the others.
     ///
-    /// The valid entries go to the database in one unordered `update`; when every statement changed its
-    /// document (the normal case) that is the only round trip. Statements refused by contention are sent
-    /// again, together, while the operation timeout allows. Statements that changed nothing were refused
-    /// by the timestamp guard (or repeated an identical write): one `find` over those users tells which.
-    /// A failure of the whole command (the database is unreachable) fails the whole call.
+    /// One `find` first names each user's document under the rule (`user_document_order`: an `update`
+    /// statement takes no `sort` before MongoDB 8.0, so each statement names its document's `_id`); then
+    /// the valid entries go to the database in one unordered `update`. When every statement changed its
+    /// document (the normal case) those are the only round trips. Statements refused by contention are
+    /// sent again, together, aimed anew, while the operation timeout allows. Statements that changed
+    /// nothing were refused by the timestamp guard (or repeated an identical write): one `find` over those
+    /// users tells which. A failure of a whole command (the database is unreachable) fails the whole call.
     pub async fn replace_many(
         &self,
         entries: &[(UserId, PassUpdate)],
@@ -50,6 +52,14 @@ impl TicketCache {
         let mut changed = 0;
         let write_concern = self.write_concern()?;
         while !pending.is_empty() {
+            let users: Vec<UserId> = pending.iter().map(|&i| entries[statements[i].0].0).collect();
+            let stored = self.stored_heads(&users).await?;
+            for &i in &pending {
+                let user = entries[statements[i].0].0;
+                if let Some(head) = stored.get(&user.get()) {
+                    statements[i].1.target(user, head.id.clone());
+                }
+            }
             let updates: Vec<&ReplaceStatement> = pending.iter().map(|&i| &statements[i].1).collect();
             let command = |max_time_ms| UpdateCommand {
                 update: &self.config.collection,
@@ -92,11 +102,12 @@ impl TicketCache {
         if changed < written.len() as i64 {
             // Some statements changed nothing: one read of the written users' timestamps tells which.
             let users: Vec<UserId> = written.iter().map(|&i| entries[statements[i].0].0).collect();
-            let stored = self.stored_timestamps(&users).await?;
+            let stored = self.stored_heads(&users).await?;
             for i in written {
                 let index = statements[i].0;
                 let Ok(outcome) = &results[index] else { continue };
-                if let Some(stored) = stored.get(&entries[index].0.get()).and_then(|t| newer_than(t.as_raw_bson_ref(), outcome.timestamp)) {
+                let timestamp = stored.get(&entries[index].0.get()).and_then(|head| head.timestamp.as_ref());
+                if let Some(stored) = timestamp.and_then(|t| newer_than(t.as_raw_bson_ref(), outcome.timestamp)) {
                     results[index] = Err(CacheError::StaleWrite { stored });
                 }
             }
@@ -104,24 +115,34 @@ impl TicketCache {
         Ok(results)
     }
 
-    /// The stored `timestamp` of each of these users that has a document, by user id.
-    async fn stored_timestamps(&self, users: &[UserId]) -> Result<HashMap<i64, mongodb::bson::RawBson>, CacheError> {
-        let filter = doc! { field::USER_ID: { "$in": users.iter().map(|u| u.get()).collect::<Vec<_>>() } };
-        let cursor =
-            self.await_driver(self.raw().find(filter).projection(doc! { "_id": 0, field::USER_ID: 1, field::TIMESTAMP: 1 })).await?;
-        let found: Vec<mongodb::bson::RawDocumentBuf> = self.await_driver(cursor.try_collect()).await?;
-        Ok(found
-            .iter()
-            .filter_map(|document| {
-                let user = match JsNumber::from_raw(document.get(field::USER_ID).ok()??)? {
-                    JsNumber::Int(v) => v,
-                    JsNumber::Float(v) if v.fract() == 0.0 => v as i64,
-                    JsNumber::Float(_) => return None,
-                };
-                Some((user, document.get(field::TIMESTAMP).ok()??.to_raw_bson()))
-            })
-            .collect())
+    /// The `_id` and stored `timestamp` of the document the rule picks for each of these users that has
+    /// one, by user id.
+    async fn stored_heads(&self, users: &[UserId]) -> Result<HashMap<i64, StoredHead>, CacheError> {
+        let filter = doc! { field::USER_ID: { "$in": users.iter().map(|&u| Bson::from(u)).collect::<Vec<_>>() } };
+        let raw = self.raw();
+        let find =
+            raw.find(filter).sort(super::user_document_order_doc()).projection(doc! { "_id": 1, field::USER_ID: 1, field::TIMESTAMP: 1 });
+        let cursor = self.await_driver(find).await?;
+        let found: Vec<RawDocumentBuf> = self.await_driver(cursor.try_collect()).await?;
+        let mut heads = HashMap::new();
+        for document in &found {
+            let user = match document.get(field::USER_ID).ok().flatten().and_then(JsNumber::from_raw) {
+                Some(JsNumber::Int(v)) => v,
+                _ => continue,
+            };
+            let Some(id) = document.get("_id").ok().flatten() else { continue };
+            let timestamp = document.get(field::TIMESTAMP).ok().flatten().map(|t| t.to_raw_bson());
+            // Sorted by `_id`: the first document of a user is the one the rule picks.
+            heads.entry(user).or_insert(StoredHead { id: id.to_raw_bson(), timestamp });
+        }
+        Ok(heads)
     }
+}
+
+/// What the bulk replace needs of a user's document: which one it is, and its stored `timestamp`.
+struct StoredHead {
+    id: RawBson,
+    timestamp: Option<RawBson>,
 }
 
 /// A statement's write error, as the server reported it.

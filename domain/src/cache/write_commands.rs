@@ -1,5 +1,5 @@
-//! The write commands as sent: a replace's `update` statement and the `update` command that carries one
-//! or many, and a log push's `findAndModify`.
+//! The write commands as sent: a replace's statement, sent alone as a `findAndModify` or, for many users,
+//! in one `update` command, and a log push's `findAndModify`.
 //!
 //! Each is kept as typed parts and serialized (`serde`, the `bson` crate's raw serializer) into each
 //! attempt's command in one pass, so every pass and log entry is copied once per attempt. Built from
@@ -7,7 +7,7 @@
 //! of a 20 + 20 pass write before it reached the driver (`make bench`, handler-only
 //! `update_tickets_20x2_passes` and `push_log`).
 
-use mongodb::bson::{rawdoc, DateTime, RawArrayBuf, RawDocument, RawDocumentBuf};
+use mongodb::bson::{rawdoc, DateTime, RawArrayBuf, RawBson, RawDocument, RawDocumentBuf};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
@@ -19,9 +19,11 @@ use crate::schema::{field, reserved, PassKind, UserId};
 #[derive(Debug, Serialize)]
 pub(super) struct ReplaceStatement {
     q: RawDocumentBuf,
-    u: (SetStage<IndexStage>, SetStage<WriteStage>),
+    u: ReplacePipeline,
     upsert: bool,
 }
+
+type ReplacePipeline = (SetStage<IndexStage>, SetStage<WriteStage>);
 
 impl ReplaceStatement {
     /// `passes`: each array being written, with its new passes in order.
@@ -55,6 +57,53 @@ impl ReplaceStatement {
             upsert: true,
         }
     }
+
+    /// Aims the statement at the user's document with this `_id`: an `update` statement takes no `sort`
+    /// before MongoDB 8.0, so the bulk replace names the document the rule picked (`cache.rs`,
+    /// [`super::user_document_order`]) instead. Still an upsert: a document deleted meanwhile is made again.
+    pub(super) fn target(&mut self, user: UserId, id: RawBson) {
+        self.q = rawdoc! { field::USER_ID: user, "_id": id };
+    }
+}
+
+/// A single replace: one `findAndModify` of [`ReplaceStatement`]'s filter and pipeline on the document
+/// the rule picks (`sort`); the reply's `value` is that document's stored `timestamp` before the write
+/// (null when the write created it), which tells a refused write from an applied one.
+#[derive(Serialize)]
+pub(super) struct ReplaceCommand<'a> {
+    #[serde(rename = "findAndModify")]
+    collection: &'a str,
+    query: &'a RawDocument,
+    sort: &'a RawDocument,
+    update: &'a ReplacePipeline,
+    upsert: bool,
+    fields: &'a RawDocument,
+    #[serde(rename = "writeConcern", skip_serializing_if = "Option::is_none")]
+    write_concern: Option<&'a RawDocument>,
+    #[serde(rename = "maxTimeMS")]
+    max_time_ms: i64,
+}
+
+impl<'a> ReplaceCommand<'a> {
+    pub(super) fn new(
+        collection: &'a str,
+        statement: &'a ReplaceStatement,
+        sort: &'a RawDocument,
+        fields: &'a RawDocument,
+        write_concern: Option<&'a RawDocument>,
+        max_time_ms: i64,
+    ) -> Self {
+        ReplaceCommand {
+            collection,
+            query: &statement.q,
+            sort,
+            update: &statement.u,
+            upsert: statement.upsert,
+            fields,
+            write_concern,
+            max_time_ms,
+        }
+    }
 }
 
 /// An `update` command: statements, the client's write concern (a raw command does not inherit it) and
@@ -71,13 +120,15 @@ pub(super) struct UpdateCommand<'a> {
     pub max_time_ms: i64,
 }
 
-/// A log push: one `findAndModify` upsert on `user_id` whose pipeline is one [`PushStage`]; the reply's
-/// `value` is the document before the write, as `fields` projects it.
+/// A log push: one `findAndModify` upsert on `user_id` whose pipeline is one [`PushStage`], on the
+/// document the rule picks (`sort`); the reply's `value` is the document before the write, as `fields`
+/// projects it.
 #[derive(Serialize)]
 pub(super) struct PushCommand<'a> {
     #[serde(rename = "findAndModify")]
     pub collection: &'a str,
     pub query: &'a RawDocument,
+    pub sort: &'a RawDocument,
     pub update: [SetStage<&'a PushStage<'a>>; 1],
     pub upsert: bool,
     pub fields: &'a RawDocument,
@@ -307,7 +358,7 @@ fn merge_stages(kind: PassKind, new_passes: Vec<RawDocumentBuf>) -> (RawDocument
 
 #[cfg(test)]
 mod tests {
-    use mongodb::bson::{to_raw_document_buf, RawBson};
+    use mongodb::bson::to_raw_document_buf;
 
     use super::*;
 
@@ -360,13 +411,48 @@ mod tests {
         assert_eq!(to_raw_document_buf(&command).unwrap(), expected);
     }
 
+    /// A single replace is the same filter and pipeline as a `findAndModify` on the document the rule picks,
+    /// answering with the stored timestamp before the write; the bulk names that document's `_id` instead.
+    #[test]
+    fn the_single_replace_is_a_sorted_find_and_modify_and_the_bulk_names_the_document() {
+        let user = UserId::new(3_000_000_003).unwrap();
+        let expires_at = DateTime::from_millis(1_800_000_000_000);
+        let pass = rawdoc! { "pass_uuid": "u-1", "status": "ACTIVE", "payload": { "a": 1 } };
+        let mut statement = ReplaceStatement::new(user, 1_795_000_000_000, expires_at, vec![(PassKind::Passes, vec![pass])]);
+        let (sort, fields) = (rawdoc! { "_id": 1 }, rawdoc! { "_id": 0, "timestamp": 1 });
+        let single = to_raw_document_buf(&ReplaceCommand::new("c", &statement, &sort, &fields, None, 250)).unwrap();
+        let in_update = to_raw_document_buf(&UpdateCommand {
+            update: "c",
+            updates: &[&statement],
+            ordered: None,
+            write_concern: None,
+            max_time_ms: 250,
+        })
+        .unwrap();
+        let statement_sent = in_update.get_array("updates").unwrap().into_iter().next().unwrap().unwrap().as_document().unwrap().to_owned();
+        assert_eq!(single.get_str("findAndModify").unwrap(), "c");
+        assert_eq!(
+            single.get_document("query").unwrap(),
+            rawdoc! { "user_id": 3_000_000_003.0 }.as_ref(),
+            "a double, as the Node driver writes it"
+        );
+        assert_eq!(single.get_document("sort").unwrap(), sort.as_ref());
+        assert_eq!(single.get_array("update").unwrap(), statement_sent.get_array("u").unwrap(), "the same pipeline");
+        assert_eq!((single.get_bool("upsert").unwrap(), single.get_document("fields").unwrap()), (true, fields.as_ref()));
+
+        let id = mongodb::bson::oid::ObjectId::from_bytes([7; 12]);
+        statement.target(user, RawBson::ObjectId(id));
+        let targeted = to_raw_document_buf(&statement).unwrap();
+        assert_eq!(targeted.get_document("q").unwrap(), rawdoc! { "user_id": 3_000_000_003.0, "_id": id }.as_ref());
+    }
+
     /// A push with an `id` appends unless that id is logged; without one it always appends.
     #[test]
     fn the_push_command_appends_unless_the_id_is_logged() {
         let user = UserId::new(7).unwrap();
         let expires_at = DateTime::from_millis(1_800_000_000_000);
         let entry = rawdoc! { "errors": ["$E"], "data": RawBson::Null, "id": "r-1" };
-        let (query, fields) = (rawdoc! { "user_id": 7 }, rawdoc! { "_id": 1 });
+        let (query, sort, fields) = (rawdoc! { "user_id": 7 }, rawdoc! { "_id": 1 }, rawdoc! { "_id": 1 });
         let entries = rawdoc! { "$cond": [{ "$isArray": "$passesLog" }, "$passesLog", []] };
         let appended = rawdoc! { "$slice": [{ "$concatArrays": [entries.clone(), { "$literal": [entry.clone()] }] }, -100_i64] };
         let duplicate =
@@ -376,6 +462,7 @@ mod tests {
             let command = PushCommand {
                 collection: "bytemark_tickets_cache",
                 query: &query,
+                sort: &sort,
                 update: [SetStage { set: &stage }],
                 upsert: true,
                 fields: &fields,
@@ -395,6 +482,7 @@ mod tests {
             let expected = rawdoc! {
                 "findAndModify": "bytemark_tickets_cache",
                 "query": { "user_id": 7 },
+                "sort": { "_id": 1 },
                 "update": [{ "$set": set }],
                 "upsert": true,
                 "fields": { "_id": 1 },

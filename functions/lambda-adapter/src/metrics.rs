@@ -29,6 +29,9 @@ pub enum Metric {
     /// Documents the consistency audit re-verified (with `IntegrityMismatch` and `AuditFindings`).
     AuditedDocuments,
     AuditFindings,
+    /// Users the duplicate merge found with more than one document, and the documents it folded away.
+    DuplicatedUsers,
+    MergedDuplicates,
 }
 
 impl Metric {
@@ -50,6 +53,8 @@ impl Metric {
             Metric::WriteRetries => "WriteRetries",
             Metric::AuditedDocuments => "AuditedDocuments",
             Metric::AuditFindings => "AuditFindings",
+            Metric::DuplicatedUsers => "DuplicatedUsers",
+            Metric::MergedDuplicates => "MergedDuplicates",
         }
     }
 

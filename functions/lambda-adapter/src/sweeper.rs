@@ -1,10 +1,11 @@
-//! The sweeper function: on its schedule, ensure indexes, run one bounded sweep, report; at deployment, the
-//! stack's custom resource that creates the indexes (`custom_resource.rs`).
+//! The sweeper function: on its schedule, ensure indexes, run one bounded sweep, report; with a `task`, the
+//! consistency audit or the duplicate merge; at deployment, the stack's custom resource that creates the
+//! indexes (`custom_resource.rs`).
 
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use domain::mongodb::bson::DateTime;
-use domain::{AuditReport, ErrorQuery, ErrorReport, SweepReport};
+use domain::{AuditReport, ErrorQuery, ErrorReport, MergeReport, SweepReport};
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use serde_json::Value;
@@ -44,7 +45,17 @@ impl Started {
 pub enum SweeperOutput {
     Sweep(SweepSummary),
     Audit(AuditSummary),
+    Merge(MergeSummary),
     Deployment(custom_resource::Response),
+}
+
+/// What one duplicate merge run did; returned to the invoker and logged.
+#[derive(Debug, Serialize)]
+pub struct MergeSummary {
+    pub task: &'static str,
+    #[serde(flatten)]
+    pub report: MergeReport,
+    pub total_ms: u64,
 }
 
 /// What one audit run found; returned to the invoker and logged. It changes no cached document.
@@ -74,14 +85,64 @@ pub async fn handle(started: &Started, event: LambdaEvent<Value>) -> Result<Swee
         return Ok(SweeperOutput::Deployment(custom_resource::handle(state, event).await?));
     }
     let state = state.map_err(|e| SweeperError::Startup(e.to_string()))?;
-    if task_of(&event.payload) == Some(AUDIT_TASK) {
-        return Ok(SweeperOutput::Audit(audit(state).await?));
+    match task_of(&event.payload) {
+        Some(AUDIT_TASK) => Ok(SweeperOutput::Audit(audit(state).await?)),
+        Some(MERGE_TASK) => Ok(SweeperOutput::Merge(merge_duplicates(state, time_left(event.context.deadline)).await?)),
+        _ => Ok(SweeperOutput::Sweep(sweep(state, event).await?)),
     }
-    Ok(SweeperOutput::Sweep(sweep(state, event).await?))
 }
 
 /// The schedule's input that asks for the consistency audit instead of a sweep.
 pub const AUDIT_TASK: &str = "audit";
+/// The input (`{"task": "merge_duplicates"}`) that asks for the duplicate merge instead of a sweep.
+pub const MERGE_TASK: &str = "merge_duplicates";
+
+/// The invocation's time left before `deadline` (Lambda's, in ms since the epoch; none known: 0).
+fn time_left(deadline_ms: u64) -> Option<Duration> {
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_millis() as u64;
+    (deadline_ms > 0).then(|| Duration::from_millis(deadline_ms.saturating_sub(now_ms)))
+}
+
+/// How long one merge run may go on: its share of the invocation's time left, leaving room for the user
+/// being merged when it ends (each of its writes may take the operation timeout, retries included) and
+/// for the reply; at most [`MERGE_MAX_DURATION`].
+fn merge_duration(time_left: Option<Duration>, operation_timeout: Duration) -> Duration {
+    let reserve = operation_timeout * 4;
+    time_left.map_or(MERGE_MAX_DURATION, |left| left.saturating_sub(reserve).min(MERGE_MAX_DURATION))
+}
+
+/// Bounds a merge run in time as `MERGE_MAX_DOCUMENTS` bounds it in documents.
+const MERGE_MAX_DURATION: Duration = Duration::from_secs(120);
+
+/// One bounded duplicate merge (`MERGE_MAX_DOCUMENTS` documents examined, and the time left): each user
+/// with several documents left with the one reads and writes take, holding what the others held.
+pub async fn merge_duplicates(state: &AppState, time_left: Option<Duration>) -> Result<MergeSummary, SweepError> {
+    let span = tracing::info_span!("handler", function = state.metrics.function(), task = MERGE_TASK);
+    async {
+        let started = Instant::now();
+        let config = state.cache.config();
+        let retries_before = state.cache.write_retries();
+        let within = merge_duration(time_left, config.operation_timeout);
+        let report = state.cache.merge_duplicates(config.merge_max_documents, within).await?;
+        state.metrics.emit(&[
+            (Metric::DuplicatedUsers, report.duplicated_users as f64),
+            (Metric::MergedDuplicates, report.deleted_documents as f64),
+            (Metric::WriteRetries, state.cache.write_retries().saturating_sub(retries_before) as f64),
+        ]);
+        if report.changed_meanwhile > 0 || report.unmergeable > 0 {
+            tracing::warn!(
+                changed_meanwhile = report.changed_meanwhile,
+                unmergeable = report.unmergeable,
+                "some duplicated users were left for a later run"
+            );
+        }
+        let summary = MergeSummary { task: MERGE_TASK, report, total_ms: started.elapsed().as_millis() as u64 };
+        tracing::info!(summary = %serde_json::to_string(&summary).unwrap_or_default(), "duplicate merge finished");
+        Ok(summary)
+    }
+    .instrument(span)
+    .await
+}
 
 fn task_of(event: &Value) -> Option<&str> {
     event.get("task").and_then(Value::as_str)
@@ -213,6 +274,16 @@ impl From<SweepError> for lambda_runtime::Diagnostic {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_merge_leaves_room_for_the_user_it_is_merging_and_the_reply() {
+        let timeout = Duration::from_secs(3);
+        assert_eq!(merge_duration(Some(Duration::from_secs(300)), timeout), MERGE_MAX_DURATION);
+        assert_eq!(merge_duration(Some(Duration::from_secs(60)), timeout), Duration::from_secs(48));
+        assert_eq!(merge_duration(Some(Duration::from_secs(5)), timeout), Duration::ZERO);
+        assert_eq!(merge_duration(None, timeout), MERGE_MAX_DURATION, "no deadline known (a test's context)");
+        assert_eq!(time_left(0), None);
+    }
 
     #[test]
     fn accepts_both_schedule_shapes() {
