@@ -245,3 +245,106 @@ impl From<&MongoConnection> for MongoConnection {
         connection.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A server that accepts connections and never answers; counts the ones still open.
+    async fn black_hole() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = open.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let open = counted.clone();
+                open.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut sink = [0_u8; 1024];
+                    while matches!(socket.read(&mut sink).await, Ok(n) if n > 0) {}
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        (addr, open)
+    }
+
+    fn options(addr: std::net::SocketAddr) -> ClientOptions {
+        let mut options = ClientOptions::default();
+        options.hosts = vec![mongodb::options::ServerAddress::Tcp { host: addr.ip().to_string(), port: Some(addr.port()) }];
+        options.direct_connection = Some(true);
+        options.server_selection_timeout = Some(Duration::from_millis(200));
+        options.connect_timeout = Some(Duration::from_millis(200));
+        options
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_client_with_a_connection_pending_too_long_is_replaced_and_its_sockets_closed() {
+        let (addr, open) = black_hole().await;
+        let stuck_after = Duration::from_millis(300);
+        let mut options = options(addr);
+        // The monitor's handshake then waits longer than the test: each client holds one socket.
+        options.connect_timeout = Some(Duration::from_secs(30));
+        let connection = MongoConnection::replaceable(options, stuck_after).unwrap();
+        let first = connection.current();
+        let held = |n: usize| {
+            let open = open.clone();
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while open.load(Ordering::SeqCst) != n && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                open.load(Ordering::SeqCst)
+            }
+        };
+        assert_eq!(held(1).await, 1, "the first client's monitor is connected");
+
+        // A pool connection whose handshake began a second ago (what the CMAP events record).
+        first.pending.0.lock().unwrap().push((7, Instant::now() - Duration::from_secs(1)));
+        assert!(Arc::ptr_eq(&first, &connection.current()), "too young to judge");
+        tokio::time::sleep(stuck_after).await;
+        let second = connection.current();
+        assert!(!Arc::ptr_eq(&first, &second), "a connection pending past the bound replaces the client");
+        assert_eq!(connection.replacements(), 1);
+        assert!(Arc::ptr_eq(&second, &connection.current()), "the fresh client is kept while it is young");
+        assert_eq!(held(2).await, 2, "the fresh client connects beside the retired one");
+
+        // After its grace, the retired client's runtime ends and every socket it held is closed.
+        drop(first);
+        assert_eq!(held(1).await, 1, "the retired client's socket was closed");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn operations_that_keep_timing_out_replace_the_client_once_it_has_had_its_time() {
+        let (addr, _open) = black_hole().await;
+        let stuck_after = Duration::from_millis(200);
+        let connection = MongoConnection::replaceable(options(addr), stuck_after).unwrap();
+        let first = connection.read_current();
+        connection.record(true);
+        connection.record(false);
+        connection.record(true);
+        assert!(Arc::ptr_eq(&first, &connection.read_current()), "a success between two timeouts resets the count");
+        connection.record(true);
+        assert!(Arc::ptr_eq(&first, &connection.read_current()), "too young to judge");
+        tokio::time::sleep(stuck_after).await;
+        connection.record(true);
+        assert!(!Arc::ptr_eq(&first, &connection.read_current()), "timeouts in a row replace the client");
+        assert_eq!(connection.replacements(), 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_fixed_client_is_never_replaced() {
+        let (addr, _open) = black_hole().await;
+        let client = Client::with_options(options(addr)).unwrap();
+        let connection = MongoConnection::fixed(&client);
+        let first = connection.read_current();
+        for _ in 0..STUCK_TIMEOUTS + 1 {
+            connection.record(true);
+        }
+        assert!(Arc::ptr_eq(&first, &connection.current()));
+        assert_eq!(connection.replacements(), 0);
+        assert_eq!(format!("{connection:?}"), "MongoConnection { replaceable: false, replacements: 0 }");
+    }
+}

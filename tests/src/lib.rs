@@ -12,6 +12,7 @@
 pub mod binaries;
 pub mod documentdb;
 pub mod environments;
+pub mod fault_drill;
 pub mod fault_proxy;
 mod read_invariants;
 pub mod runtime_api;
