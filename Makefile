@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 REQUIREMENTS := $(wildcard tests/mongo-standin/requirements.txt infra/requirements.txt requirements-tools.txt)
 FUNCTIONS := get-tickets update-tickets push-log ttl-sweeper
 
-.PHONY: help venv test test-rust test-engine test-standin test-python openapi contract run build check-build bench bench-quick fuzz deploy lint clean
+.PHONY: soak help venv test test-rust test-engine test-standin test-python openapi contract run build check-build bench bench-quick fuzz deploy lint clean
 
 help:
 	@echo "make run     - local stack: MongoDB (MONGODB_URI, else DocumentDB when its launcher is here, else the stand-in;"
@@ -18,6 +18,7 @@ help:
 	@echo "make openapi - regenerate api/openapi.json (the HTTP contract) from the code"
 	@echo "make contract - schemathesis against the service as make run serves it (its own ports); prints the summary"
 	@echo "make build   - release bootstraps with cargo lambda (x86_64 here; see infra/README.md for arm64) + glibc/size check"
+	@echo "make soak    - the long soak: SOAK_SECONDS (600) with SOAK_ENVIRONMENTS (6) per function, faults on a schedule; prints its report"
 	@echo "make bench   - benchmarks (writes bench/results.md); BENCH_QUICK=1 for a smoke run"
 	@echo "make fuzz    - bounded cargo-fuzz runs"
 	@echo "make deploy  - sam build + sam deploy with infra/samconfig.toml (needs AWS credentials and SAM CLI)"
@@ -67,6 +68,14 @@ build: venv
 
 bench: venv
 	bash bench/run.sh
+
+# The long soak (tests/tests/soak.rs): a fleet of release bootstraps under mixed load with scheduled faults on
+# the first engine the harness finds; prints its report. make test runs the short one (45 s, 3 per function).
+SOAK_SECONDS ?= 600
+SOAK_ENVIRONMENTS ?= 6
+soak: venv build
+	SOAK_SECONDS=$(SOAK_SECONDS) SOAK_ENVIRONMENTS=$(SOAK_ENVIRONMENTS) MONGO_STANDIN_PYTHON=$(CURDIR)/$(PY) \
+		cargo test --locked -p integration-tests --test soak -- --nocapture
 
 fuzz:
 	bash fuzz/run.sh

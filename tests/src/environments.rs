@@ -95,6 +95,11 @@ impl Environment {
         tcp_connections_of(self.pid(), port)
     }
 
+    /// How many lines of the environment's stdout (logs and metrics) contain `text`.
+    pub fn log_lines_with(&self, text: &str) -> usize {
+        std::fs::read_to_string(&self.log).map_or(0, |log| log.lines().filter(|l| l.contains(text)).count())
+    }
+
     /// The log lines at WARN or ERROR, for a failing test's report.
     pub fn complaints(&self, at_most: usize) -> Vec<String> {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

@@ -272,6 +272,8 @@ impl Stack {
 
 /// What a test reports and asserts.
 pub struct Outcome {
+    /// Metric lines of stuck clients replaced, over every environment.
+    pub replaced: usize,
     pub name: String,
     pub heal: Vec<Duration>,
     pub ledger: Ledger,
@@ -353,8 +355,9 @@ pub async fn run_fault_with(name: &str, engine_uri: &str, fault_on: impl Fn(&Sta
             }
         }
     }
+    let replaced = stack.environments().map(|e| e.log_lines_with("\"MongoClientReplaced\"")).sum();
     let _ = std::fs::remove_dir_all(&stack.logs);
-    Outcome { name: name.to_owned(), heal, ledger, connections }
+    Outcome { name: name.to_owned(), heal, ledger, connections, replaced }
 }
 
 /// The data invariants, after recovery; repeats every write answered 503 first.
@@ -437,12 +440,12 @@ pub fn log_ids(document: &Document) -> Vec<String> {
 }
 
 pub fn report(outcome: Outcome) {
-    let Outcome { name, mut heal, mut ledger, connections } = outcome;
+    let Outcome { name, mut heal, mut ledger, connections, replaced } = outcome;
     heal.sort();
     ledger.latencies_during.sort();
     ledger.latencies_after.sort();
     eprintln!(
-        "[faults] {name} ({}): during {} (p50 {}, max {}) | served again after the heal in p50 {} max {} | after {} (p50 {}, p99 {}) | connections per environment {:?}",
+        "[faults] {name} ({}): during {} (p50 {}, max {}) | served again after the heal in p50 {} max {} | after {} (p50 {}, p99 {}) | connections per environment {:?} | stuck clients replaced {replaced}",
         server().description,
         ledger.during,
         millis(percentile(&ledger.latencies_during, 0.5)),

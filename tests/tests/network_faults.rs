@@ -32,6 +32,9 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 async fn proxy_fault(name: &str, fault: Fault) {
     let _one = ONE_AT_A_TIME.lock().await;
     let outcome = run_fault(name, &server().uri, |stack| stack.proxy.set(fault), |stack| stack.proxy.set(Fault::Healthy)).await;
+    // Silence leaves connections pending in their handshake: only a replaced client serves again.
+    let wedging = matches!(fault, Fault::SilenceMidRequest | Fault::SilenceMidReply | Fault::BlackHole);
+    assert!(!wedging || outcome.replaced > 0, "{name}: no environment replaced its client, so the wedge was not reproduced");
     report(outcome);
 }
 

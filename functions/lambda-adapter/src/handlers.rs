@@ -310,9 +310,14 @@ impl AppState {
 
     async fn meter<T>(&self, call: impl std::future::Future<Output = Result<T, CacheError>>, write: bool) -> Result<T, ApiError> {
         let (time_before, retries_before) = (self.cache.driver_time(), self.cache.write_retries());
+        let replaced_before = self.cache.connection().replacements();
         let result = call.await;
         let database = self.cache.driver_time().saturating_sub(time_before);
         let latency = (Metric::DbLatency, database.as_secs_f64() * 1000.0);
+        let replaced = self.cache.connection().replacements().saturating_sub(replaced_before);
+        if replaced > 0 {
+            self.metrics.emit(&[(Metric::MongoClientReplaced, replaced as f64)]);
+        }
         if write {
             let retries = self.cache.write_retries().saturating_sub(retries_before);
             self.metrics.emit(&[latency, (Metric::WriteRetries, retries as f64)]);

@@ -32,6 +32,8 @@ pub enum Metric {
     /// Users the duplicate merge found with more than one document, and the documents it folded away.
     DuplicatedUsers,
     MergedDuplicates,
+    /// The environment replaced its MongoDB client because it was stuck (`domain::connection`).
+    MongoClientReplaced,
 }
 
 impl Metric {
@@ -55,6 +57,7 @@ impl Metric {
             Metric::AuditFindings => "AuditFindings",
             Metric::DuplicatedUsers => "DuplicatedUsers",
             Metric::MergedDuplicates => "MergedDuplicates",
+            Metric::MongoClientReplaced => "MongoClientReplaced",
         }
     }
 

@@ -125,7 +125,11 @@ fn connection_problem(err: &domain::mongodb::error::Error) -> &'static str {
 /// `MONGODB_URI`) field. Endpoint overrides (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_SECRETS_MANAGER`) are
 /// honoured by aws-config, so emulators work.
 pub async fn uri_from_secret(arn: &str) -> Result<String, StartupError> {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(aws_https_client()).load().await;
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(aws_https_client())
+        .timeout_config(secrets_timeouts())
+        .load()
+        .await;
     let client = aws_sdk_secretsmanager::Client::new(&config);
     let secret = client
         .get_secret_value()
@@ -135,6 +139,18 @@ pub async fn uri_from_secret(arn: &str) -> Result<String, StartupError> {
         .map_err(|e| StartupError::Secret(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string()))?;
     let text = secret.secret_string().ok_or_else(|| StartupError::Secret("the secret has no string value".into()))?;
     parse_secret(text)
+}
+
+/// Bounds for the cold-start secret read: the SDK bounds connecting by default but not a reply that never
+/// comes. Two attempts of 2 s each, 5 s in all, inside Lambda's 10 s init phase; a failed init is retried
+/// by the next invocation.
+fn secrets_timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .read_timeout(Duration::from_secs(2))
+        .operation_attempt_timeout(Duration::from_secs(2))
+        .operation_timeout(Duration::from_secs(5))
+        .build()
 }
 
 /// The AWS SDK's HTTPS client on rustls with ring (see the workspace Cargo.toml for why).
