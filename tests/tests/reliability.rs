@@ -7,6 +7,7 @@ use domain::{AccessConfig, CacheConfig, Settings};
 use integration_tests::documentdb::{self, DocumentDb};
 use integration_tests::{app_state, call, server, unique_database, Auth, Engine, HttpEvent, Reply, StandIn, TestDb};
 use lambda_adapter::{AppState, Metrics, Operation};
+use lambda_http::RequestExt;
 use serde_json::json;
 
 fn pass(uuid: &str) -> serde_json::Value {
@@ -145,6 +146,29 @@ async fn a_slow_database_ends_in_a_timeout_not_a_hung_invocation() {
     assert_unavailable(&reply, took);
     let limit = CacheConfig::default().operation_timeout;
     assert!(took >= limit && took < limit + Duration::from_secs(1), "bounded by the operation timeout: {took:?}");
+}
+
+/// The function's Lambda deadline comes before the operation timeout: the invocation answers 503 in time.
+#[tokio::test]
+async fn an_invocation_answers_before_its_lambda_deadline() {
+    let standin = StandIn::spawn(0).unwrap();
+    let state = state_for(&standin.uri, &unique_database("deadline")).await;
+    assert_eq!(put(&state, 1, json!({ "passes": [pass("a")] })).await.status, 200);
+    let admin = domain::mongodb::Client::with_uri_str(&standin.uri).await.unwrap();
+    admin.database("admin").run_command(doc! { "standinSetDelay": 10_000 }).await.unwrap();
+
+    let left = Duration::from_millis(1_200);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let mut context = lambda_http::Context::default();
+    context.deadline = (now + left).as_millis() as u64;
+    let request = HttpEvent::new("GET", "/v1/users/1/tickets").auth(Auth::user(1)).request().with_lambda_context(context);
+    let started = Instant::now();
+    let response = lambda_adapter::handlers::serve(&state, Operation::GetTickets, request).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert!(took < left, "answered {took:?} after the start, the deadline was {left:?} away");
+    assert!(took >= left - Duration::from_millis(400), "it used the time it had: {took:?}");
 }
 
 #[tokio::test]
