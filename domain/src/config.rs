@@ -18,6 +18,7 @@ pub mod env {
     pub const LOG_RETENTION_SECONDS: &str = "LOG_RETENTION_SECONDS";
     pub const SWEEP_MAX_DOCUMENTS: &str = "SWEEP_MAX_DOCUMENTS";
     pub const AUDIT_MAX_DOCUMENTS: &str = "AUDIT_MAX_DOCUMENTS";
+    pub const REMEMBERED_PAYLOAD_BYTES: &str = "REMEMBERED_PAYLOAD_BYTES";
     pub const MERGE_MAX_DOCUMENTS: &str = "MERGE_MAX_DOCUMENTS";
     pub const USER_ID_CLAIM: &str = "USER_ID_CLAIM";
     pub const ADMIN_SCOPE: &str = "ADMIN_SCOPE";
@@ -249,7 +250,9 @@ impl Settings {
                     })
                 }
             },
-            remembered_payload_bytes: defaults.remembered_payload_bytes,
+            remembered_payload_bytes: get(env::REMEMBERED_PAYLOAD_BYTES).map_or(Ok(defaults.remembered_payload_bytes), |v| {
+                parse_memory(env::REMEMBERED_PAYLOAD_BYTES, &v)
+            })?,
             limits: Limits::default(),
         };
         let access_defaults = AccessConfig::default();
@@ -273,6 +276,14 @@ fn parse_positive(var: &'static str, value: &str) -> Result<u64, ConfigError> {
     match value.parse::<u64>() {
         Ok(v) if v > 0 => Ok(v),
         _ => Err(ConfigError::Invalid { var, reason: format!("expected a positive integer, got {value:?}") }),
+    }
+}
+
+/// A byte count for a per-environment memory: 0 (nothing remembered) up to 64 MiB.
+fn parse_memory(var: &'static str, value: &str) -> Result<usize, ConfigError> {
+    match value.parse::<usize>() {
+        Ok(bytes) if bytes <= 64 << 20 => Ok(bytes),
+        _ => Err(ConfigError::Invalid { var, reason: "a byte count from 0 to 67108864".into() }),
     }
 }
 
@@ -318,6 +329,8 @@ mod tests {
             (env::AUTH_MODE, "open"),
             (env::MONGODB_FIRST_CONNECT_MS, "0"),
             (env::WRITER_INDEX_POLICY, "never"),
+            (env::REMEMBERED_PAYLOAD_BYTES, "-1"),
+            (env::REMEMBERED_PAYLOAD_BYTES, "67108865"),
         ] {
             assert!(settings(&[(env::MONGODB_URI, "mongodb://h"), (var, bad)]).is_err(), "{var}={bad}");
         }
@@ -329,6 +342,8 @@ mod tests {
                 .unwrap();
         assert_eq!(s.cache.writer_index_policy, WriterIndexPolicy::Require);
         assert_eq!(s.cache.first_connect_timeout, Duration::from_millis(4500));
+        let s = settings(&[(env::MONGODB_URI, "mongodb://h"), (env::REMEMBERED_PAYLOAD_BYTES, "0")]).unwrap();
+        assert_eq!(s.cache.remembered_payload_bytes, 0);
     }
 
     #[test]

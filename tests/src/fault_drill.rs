@@ -158,6 +158,11 @@ impl Stack {
 
     /// `writers` environments of update-tickets and of push-log each, and `readers` of get-tickets.
     pub async fn start_sized(name: &str, engine_uri: &str, writers: usize, readers: usize) -> Stack {
+        Stack::start_with(name, engine_uri, writers, readers, &[]).await
+    }
+
+    /// [`Stack::start_sized`] with more environment variables for every function.
+    pub async fn start_with(name: &str, engine_uri: &str, writers: usize, readers: usize, more: &[(&'static str, String)]) -> Stack {
         let upstream = host_port(engine_uri);
         let proxy = FaultProxy::start(upstream).await.unwrap_or_else(|e| panic!("proxy: {e}"));
         let uri = proxy.uri_through(engine_uri, upstream);
@@ -171,7 +176,10 @@ impl Stack {
             ("MONGODB_DATABASE", database.clone()),
             ("LOG_CAP", LOG_CAP.to_string()),
             ("RUST_LOG", "warn".to_owned()),
-        ];
+        ]
+        .into_iter()
+        .chain(more.iter().cloned())
+        .collect::<Vec<_>>();
         let base = 4_000_000 + i64::from(std::process::id() % 10_000) * 100 + name.len() as i64 * 10;
         let spawn = |function: &'static str, k: usize| {
             let (dir, env, log) = (dir.clone(), env.clone(), logs.join(format!("{function}-{k}.log")));
@@ -393,14 +401,28 @@ pub async fn check_data(stack: &Stack, ledger: &mut Ledger) {
     for (user, env) in &stack.pushers {
         let pushes = ledger.pushes.get(user).cloned().unwrap_or_default();
         let before: Vec<String> = stack.stored(*user).await.first().map(log_ids).unwrap_or_default();
-        for (id, _) in pushes.iter().filter(|(_, s)| *s == 503) {
+        // The log in append order: each push stored when it was sent, then each repeat that stored its entry
+        // only now. The newest LOG_CAP of that are what the log must hold.
+        let mut appended: Vec<&String> = Vec::new();
+        let mut stored_now: Vec<&String> = Vec::new();
+        for (id, status) in &pushes {
+            if *status != 503 {
+                appended.push(id);
+                continue;
+            }
             let again = env.call(push_event(*user, id)).await;
             let stored_before = before.contains(id);
             let expected = if stored_before { 200 } else { 201 };
             if again.status != expected {
                 ledger.broken.push(format!("user {user}: repeating push {id} (stored before: {stored_before}) answered {}", again.status));
             }
+            if stored_before {
+                appended.push(id);
+            } else {
+                stored_now.push(id);
+            }
         }
+        appended.extend(stored_now);
         let stored = stack.stored(*user).await;
         let [document] = stored.as_slice() else {
             ledger.broken.push(format!("user {user}: {} documents", stored.len()));
@@ -414,10 +436,8 @@ pub async fn check_data(stack: &Stack, ledger: &mut Ledger) {
         if ids.len() > LOG_CAP {
             ledger.broken.push(format!("user {user}: {} log entries, cap {LOG_CAP}", ids.len()));
         }
-        // The log keeps the newest LOG_CAP entries: of those sent last, each acknowledged or repeated id.
-        let newest = pushes.len().saturating_sub(LOG_CAP);
-        for (id, _) in pushes.iter().skip(newest) {
-            if !unique.contains(id) {
+        for id in appended.iter().skip(appended.len().saturating_sub(LOG_CAP)) {
+            if !unique.contains(*id) {
                 ledger.broken.push(format!("user {user}: push {id} (answered 2xx, or repeated after a 503) is not stored"));
             }
         }

@@ -45,7 +45,9 @@ fn env_number(name: &str, default: u64) -> u64 {
 async fn a_fleet_under_mixed_load_with_scheduled_faults() {
     let seconds = env_number("SOAK_SECONDS", 45);
     let per_function = env_number("SOAK_ENVIRONMENTS", 3).max(1) as usize;
-    let stack = Arc::new(Stack::start_sized("soak", &server().uri, per_function, per_function).await);
+    // Small payload memories, full within the first calm period: then RSS growth is what is not bounded.
+    let memory = [("REMEMBERED_PAYLOAD_BYTES", "65536".to_owned())];
+    let stack = Arc::new(Stack::start_with("soak", &server().uri, per_function, per_function, &memory).await);
     let mut ledger = Ledger { warming: true, ..Ledger::default() };
     stack.round(&mut ledger, false).await;
     ledger.warming = false;
