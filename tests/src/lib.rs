@@ -258,6 +258,70 @@ impl Drop for StandIn {
     }
 }
 
+/// A server a test stops, kills and starts again: a DocumentDB of its own when the suite runs on DocumentDB
+/// (a real engine, with authentication, whose data survives a restart), else a stand-in (which restarts
+/// empty).
+pub enum Restartable {
+    StandIn(StandIn),
+    DocumentDb(DocumentDb),
+}
+
+impl Restartable {
+    pub fn start() -> Restartable {
+        match server().engine {
+            Engine::DocumentDb => {
+                let launcher = documentdb::launcher().unwrap_or_else(|e| panic!("{e:?}"));
+                Restartable::DocumentDb(DocumentDb::start(&launcher).unwrap_or_else(|e| panic!("{e}")))
+            }
+            _ => Restartable::StandIn(StandIn::spawn(0).unwrap_or_else(|e| panic!("{e}"))),
+        }
+    }
+
+    pub fn uri(&self) -> &str {
+        match self {
+            Restartable::StandIn(standin) => &standin.uri,
+            Restartable::DocumentDb(documentdb) => &documentdb.uri,
+        }
+    }
+
+    /// Whether the data survives [`Restartable::restart`].
+    pub fn durable(&self) -> bool {
+        matches!(self, Restartable::DocumentDb(_))
+    }
+
+    /// A clean stop.
+    pub fn stop(&mut self) {
+        match self {
+            Restartable::StandIn(standin) => standin.kill(),
+            Restartable::DocumentDb(documentdb) => documentdb.stop().unwrap_or_else(|e| panic!("{e}")),
+        }
+    }
+
+    /// A crash: `kill -9`, nothing shut down cleanly.
+    pub fn kill_hard(&mut self) {
+        match self {
+            Restartable::StandIn(standin) => standin.kill(),
+            Restartable::DocumentDb(documentdb) => {
+                documentdb.kill_hard().unwrap_or_else(|e| panic!("kill -9: {e}"));
+            }
+        }
+    }
+
+    /// Back on the same port; answers whether the data is still there.
+    pub fn restart(&mut self) -> bool {
+        match self {
+            Restartable::StandIn(standin) => {
+                *standin = StandIn::spawn(standin.port).unwrap_or_else(|e| panic!("{e}"));
+                false
+            }
+            Restartable::DocumentDb(documentdb) => {
+                documentdb.restart().unwrap_or_else(|e| panic!("{e}"));
+                true
+            }
+        }
+    }
+}
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }

@@ -21,10 +21,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use integration_tests::documentdb::{self, DocumentDb};
+use integration_tests::documentdb;
 use integration_tests::fault_drill::{host_port, report, run_fault, run_fault_with};
 use integration_tests::fault_proxy::Fault;
-use integration_tests::{server, Engine, StandIn};
+use integration_tests::{server, Engine, Restartable};
 use tokio::sync::Mutex;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
@@ -119,49 +119,6 @@ async fn engine_backend_connections_terminated_mid_write() {
     report(outcome);
 }
 
-/// An engine of this test's own, killed with `kill -9` mid-burst and started again.
-enum PrivateEngine {
-    DocumentDb(DocumentDb),
-    StandIn(StandIn),
-}
-
-impl PrivateEngine {
-    fn start() -> PrivateEngine {
-        match server().engine {
-            Engine::DocumentDb => {
-                let launcher = documentdb::launcher().unwrap_or_else(|_| panic!("the DocumentDB launcher went away"));
-                PrivateEngine::DocumentDb(DocumentDb::start(&launcher).unwrap_or_else(|e| panic!("{e}")))
-            }
-            _ => PrivateEngine::StandIn(StandIn::spawn(0).unwrap_or_else(|e| panic!("{e}"))),
-        }
-    }
-
-    fn uri(&self) -> String {
-        match self {
-            PrivateEngine::DocumentDb(server) => server.uri.clone(),
-            PrivateEngine::StandIn(standin) => standin.uri.clone(),
-        }
-    }
-
-    fn kill(&mut self) {
-        match self {
-            PrivateEngine::DocumentDb(server) => {
-                server.kill_hard().unwrap_or_else(|e| panic!("kill -9: {e}"));
-            }
-            PrivateEngine::StandIn(standin) => standin.kill(),
-        }
-    }
-
-    fn restart(&mut self) {
-        match self {
-            PrivateEngine::DocumentDb(server) => server.restart().unwrap_or_else(|e| panic!("restart: {e}")),
-            PrivateEngine::StandIn(standin) => {
-                *standin = StandIn::spawn(standin.port).unwrap_or_else(|e| panic!("restart the stand-in: {e}"));
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_killed_and_restarted_mid_burst() {
     if !matches!(server().engine, Engine::DocumentDb | Engine::StandIn) {
@@ -169,15 +126,14 @@ async fn engine_killed_and_restarted_mid_burst() {
         return;
     }
     let _one = ONE_AT_A_TIME.lock().await;
-    let engine = std::sync::Mutex::new(PrivateEngine::start());
-    let uri = engine.lock().map(|e| e.uri()).unwrap_or_default();
-    let durable = matches!(server().engine, Engine::DocumentDb);
+    let engine = std::sync::Mutex::new(Restartable::start());
+    let (uri, durable) = engine.lock().map(|e| (e.uri().to_owned(), e.durable())).unwrap_or_default();
     let outcome = run_fault_with(
         "engine_killed",
         &uri,
         |_| {
             if let Ok(mut engine) = engine.lock() {
-                engine.kill();
+                engine.kill_hard();
             }
         },
         |_| {

@@ -4,8 +4,7 @@ use std::time::{Duration, Instant};
 
 use domain::mongodb::bson::{doc, Bson, DateTime};
 use domain::{AccessConfig, CacheConfig, Settings};
-use integration_tests::documentdb::{self, DocumentDb};
-use integration_tests::{app_state, call, server, unique_database, Auth, Engine, HttpEvent, Reply, StandIn, TestDb};
+use integration_tests::{app_state, call, unique_database, Auth, HttpEvent, Reply, Restartable, StandIn, TestDb};
 use lambda_adapter::{AppState, Metrics, Operation};
 use lambda_http::RequestExt;
 use serde_json::json;
@@ -40,53 +39,6 @@ fn assert_unavailable(reply: &Reply, took: Duration) {
     assert_eq!((reply.status, reply.error_code()), (503, Some("unavailable")), "{}", reply.body);
     assert_eq!(reply.header("retry-after"), Some("2"));
     assert!(took < Duration::from_secs(5), "answered after {took:?}");
-}
-
-/// A server these tests stop and start: a DocumentDB of its own when the suite runs on DocumentDB (a real
-/// engine, with authentication, whose data survives a restart), else a stand-in (which restarts empty).
-enum Restartable {
-    StandIn(StandIn),
-    DocumentDb(DocumentDb),
-}
-
-impl Restartable {
-    fn start() -> Restartable {
-        match server().engine {
-            Engine::DocumentDb => {
-                let launcher = documentdb::launcher().unwrap_or_else(|e| panic!("{e:?}"));
-                Restartable::DocumentDb(DocumentDb::start(&launcher).unwrap())
-            }
-            _ => Restartable::StandIn(StandIn::spawn(0).unwrap()),
-        }
-    }
-
-    fn uri(&self) -> &str {
-        match self {
-            Restartable::StandIn(standin) => &standin.uri,
-            Restartable::DocumentDb(documentdb) => &documentdb.uri,
-        }
-    }
-
-    fn stop(&mut self) {
-        match self {
-            Restartable::StandIn(standin) => standin.kill(),
-            Restartable::DocumentDb(documentdb) => documentdb.stop().unwrap(),
-        }
-    }
-
-    /// Back on the same port; whether the data is still there depends on the engine.
-    fn restart(&mut self) -> bool {
-        match self {
-            Restartable::StandIn(standin) => {
-                *standin = StandIn::spawn(standin.port).unwrap();
-                false
-            }
-            Restartable::DocumentDb(documentdb) => {
-                documentdb.restart().unwrap();
-                true
-            }
-        }
-    }
 }
 
 /// The status a GET answers once the server is back, within `within`.
@@ -134,13 +86,19 @@ async fn a_function_started_while_the_database_is_down_serves_once_it_is_up() {
     assert_eq!(status_once_back(&state, 1, Duration::from_secs(10)).await, 404);
 }
 
-#[tokio::test]
-async fn a_slow_database_ends_in_a_timeout_not_a_hung_invocation() {
+/// A stand-in of the test's own holding user 1, which then answers every command 10 s late.
+async fn user_1_then_a_10_s_delay(prefix: &str) -> (StandIn, AppState) {
     let standin = StandIn::spawn(0).unwrap();
-    let state = state_for(&standin.uri, &unique_database("slow")).await;
+    let state = state_for(&standin.uri, &unique_database(prefix)).await;
     assert_eq!(put(&state, 1, json!({ "passes": [pass("a")] })).await.status, 200);
     let admin = domain::mongodb::Client::with_uri_str(&standin.uri).await.unwrap();
     admin.database("admin").run_command(doc! { "standinSetDelay": 10_000 }).await.unwrap();
+    (standin, state)
+}
+
+#[tokio::test]
+async fn a_slow_database_ends_in_a_timeout_not_a_hung_invocation() {
+    let (_standin, state) = user_1_then_a_10_s_delay("slow").await;
 
     let (reply, took) = get(&state, 1).await;
     assert_unavailable(&reply, took);
@@ -151,11 +109,7 @@ async fn a_slow_database_ends_in_a_timeout_not_a_hung_invocation() {
 /// The function's Lambda deadline comes before the operation timeout: the invocation answers 503 in time.
 #[tokio::test]
 async fn an_invocation_answers_before_its_lambda_deadline() {
-    let standin = StandIn::spawn(0).unwrap();
-    let state = state_for(&standin.uri, &unique_database("deadline")).await;
-    assert_eq!(put(&state, 1, json!({ "passes": [pass("a")] })).await.status, 200);
-    let admin = domain::mongodb::Client::with_uri_str(&standin.uri).await.unwrap();
-    admin.database("admin").run_command(doc! { "standinSetDelay": 10_000 }).await.unwrap();
+    let (_standin, state) = user_1_then_a_10_s_delay("deadline").await;
 
     let left = Duration::from_millis(1_200);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
