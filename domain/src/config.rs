@@ -250,9 +250,8 @@ impl Settings {
                     })
                 }
             },
-            remembered_payload_bytes: get(env::REMEMBERED_PAYLOAD_BYTES).map_or(Ok(defaults.remembered_payload_bytes), |v| {
-                parse_memory(env::REMEMBERED_PAYLOAD_BYTES, &v)
-            })?,
+            remembered_payload_bytes: get(env::REMEMBERED_PAYLOAD_BYTES)
+                .map_or(Ok(defaults.remembered_payload_bytes), |v| parse_memory(env::REMEMBERED_PAYLOAD_BYTES, &v))?,
             limits: Limits::default(),
         };
         let access_defaults = AccessConfig::default();
