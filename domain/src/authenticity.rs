@@ -536,3 +536,496 @@ impl Message {
         Ok(())
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::keys::tests::ring_of;
+    use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
+    use rand::{Rng, SeedableRng};
+
+    pub(crate) const USER: i64 = 6001;
+    pub(crate) const TIMESTAMP: i64 = 1_700_000_000_000;
+
+    pub(crate) fn user(id: i64) -> UserId {
+        UserId::new(id).unwrap()
+    }
+
+    pub(crate) fn ring() -> KeyRing {
+        ring_of("k1", &[("k1", [1; KEY_LEN])])
+    }
+
+    /// A pass as a write stores it (see `input::validate_passes`).
+    pub(crate) fn stored_pass(uuid: &str, status: &str, payload_json: &str) -> Document {
+        let payload = payload::convert_payload(payload_json, 16).unwrap();
+        doc! {
+            "pass_uuid": uuid, "timestamp": TIMESTAMP, "status": status, "free_ticket_status": 0_i64,
+            "payload": payload.bson.to_document().unwrap(), "payload_hash": payload.jcs_hash, "payload_hash_alg": "sha256-jcs",
+        }
+    }
+
+    fn raw(document: &Document) -> RawDocumentBuf {
+        RawDocumentBuf::from_document(document).unwrap()
+    }
+
+    /// The pass with its signature fields set.
+    pub(crate) fn signed(keys: &KeyRing, user_id: i64, kind: PassKind, mut pass: Document) -> Document {
+        let bytes = raw(&pass);
+        let (content, _) = read_pass(Doc::from(&*bytes)).unwrap();
+        let signature = sign_pass(keys, user(user_id), kind, &content).unwrap();
+        pass.insert(PASS_SIG, signature.hex);
+        pass.insert(PASS_SIG_KID, signature.kid.as_str());
+        pass
+    }
+
+    pub(crate) fn pass_verdict(keys: &KeyRing, user_id: i64, kind: PassKind, pass: &Document) -> Verdict {
+        let bytes = raw(pass);
+        let (content, stored) = read_pass(Doc::from(&*bytes)).unwrap();
+        verify_pass(keys, user(user_id), kind, &content, &stored)
+    }
+
+    /// A document holding the passes, signed.
+    pub(crate) fn signed_document(keys: &KeyRing, user_id: i64, passes: &[Document], passes4: &[Document]) -> Document {
+        let mut document = doc! {
+            "user_id": user_id, "timestamp": TIMESTAMP,
+            "passes": passes.iter().cloned().map(Bson::Document).collect::<Vec<_>>(),
+            "passes4": passes4.iter().cloned().map(Bson::Document).collect::<Vec<_>>(),
+        };
+        let bytes = raw(&document);
+        let (content, _) = read_document(Doc::from(&*bytes)).unwrap();
+        let signature = sign_document(keys, user(user_id), &content).unwrap();
+        document.insert(DOC_SIG, signature.hex);
+        document.insert(DOC_SIG_KID, signature.kid.as_str());
+        document
+    }
+
+    pub(crate) fn document_verdict(keys: &KeyRing, user_id: i64, document: &Document) -> Verdict {
+        let bytes = raw(document);
+        let (content, stored) = read_document(Doc::from(&*bytes)).unwrap();
+        verify_document(keys, user(user_id), &content, &stored)
+    }
+
+    fn with(pass: &Document, name: &str, value: impl Into<Bson>) -> Document {
+        let mut pass = pass.clone();
+        pass.insert(name, value.into());
+        pass
+    }
+
+    fn without(pass: &Document, name: &str) -> Document {
+        let mut pass = pass.clone();
+        pass.remove(name);
+        pass
+    }
+
+    fn array(document: &mut Document, kind: PassKind) -> &mut Vec<Bson> {
+        document.get_array_mut(kind.field()).unwrap()
+    }
+
+    const FARE: &str = r#"{"fare":{"amount":2.75,"currency":"USD"},"rides":1}"#;
+
+    fn a_signed_pass() -> (KeyRing, Document) {
+        let keys = ring();
+        let pass = signed(&keys, USER, PassKind::Passes, stored_pass("p-1", "EXPIRED", FARE));
+        (keys, pass)
+    }
+
+    #[test]
+    fn a_signed_pass_is_authenticated() {
+        let (keys, pass) = a_signed_pass();
+        assert_eq!(pass_verdict(&keys, USER, PassKind::Passes, &pass), Verdict::Authenticated);
+        let hex = pass.get_str(PASS_SIG).unwrap();
+        assert!(hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{hex}");
+        assert_eq!(pass.get_str(PASS_SIG_KID).unwrap(), "k1");
+    }
+
+    #[test]
+    fn a_pass_without_signature_is_unauthenticated() {
+        let keys = ring();
+        let legacy = stored_pass("p-1", "ACTIVE", FARE);
+        assert_eq!(pass_verdict(&keys, USER, PassKind::Passes, &legacy), Verdict::Unauthenticated);
+        let nulls = with(&with(&legacy, PASS_SIG, Bson::Null), PASS_SIG_KID, Bson::Null);
+        assert_eq!(pass_verdict(&keys, USER, PassKind::Passes, &nulls), Verdict::Unauthenticated);
+    }
+
+    /// The attack the authenticity exists for: a new payload with its unkeyed hash recomputed.
+    #[test]
+    fn a_payload_replaced_with_its_hash_recomputed_is_forged() {
+        let (keys, pass) = a_signed_pass();
+        let forged_payload = payload::convert_payload(r#"{"x":999}"#, 16).unwrap();
+        let mut forged = with(&pass, "payload", forged_payload.bson.to_document().unwrap());
+        forged.insert("payload_hash", forged_payload.jcs_hash);
+        forged.insert("status", "ACTIVE");
+        assert_eq!(pass_verdict(&keys, USER, PassKind::Passes, &forged), Verdict::Forged(Forgery::Mismatch));
+    }
+
+    #[test]
+    fn a_status_flip_is_forged() {
+        let (keys, pass) = a_signed_pass();
+        let flipped = with(&pass, "status", "ACTIVE");
+        assert_eq!(pass_verdict(&keys, USER, PassKind::Passes, &flipped), Verdict::Forged(Forgery::Mismatch));
+    }
+
+    #[test]
+    fn every_covered_field_changed_is_forged() {
+        let (keys, pass) = a_signed_pass();
+        let changed = [
+            with(&pass, "pass_uuid", "p-2"),
+            with(&pass, "timestamp", TIMESTAMP + 1),
+            with(&pass, "free_ticket_status", 1_i64),
+            with(&pass, "payload", doc! { "fare": { "amount": 0.0, "currency": "USD" }, "rides": 1 }),
+            // Absent, null and empty are three different values.
+            without(&pass, "status"),
+            with(&pass, "status", Bson::Null),
+            with(&pass, "status", ""),
+            without(&pass, "free_ticket_status"),
+            with(&pass, "free_ticket_status", Bson::Null),
+        ];
+        for pass in changed {
+            assert_eq!(pass_verdict(&keys, USER, PassKind::Passes, &pass), Verdict::Forged(Forgery::Mismatch), "{pass}");
+        }
+    }
+
+    /// What the service does not own is not covered, and numbers are signed as JavaScript holds them.
+    #[test]
+    fn uncovered_fields_and_number_types_leave_the_signature_valid() {
+        let (keys, pass) = a_signed_pass();
+        let unchanged = [
+            with(&pass, "vendor_field", "anything"),
+            with(&pass, "payload_hash", "0".repeat(64)),
+            with(&pass, "timestamp", TIMESTAMP as f64),
+            with(&pass, "free_ticket_status", 0_i32),
+            with(&pass, "payload", doc! { "fare": { "amount": 2.75, "currency": "USD" }, "rides": 1.0 }),
+            // Stored member order is not signed: the canonical text sorts it.
+            with(&pass, "payload", doc! { "rides": 1, "fare": { "currency": "USD", "amount": 2.75 } }),
+        ];
+        for pass in unchanged {
+            assert_eq!(pass_verdict(&keys, USER, PassKind::Passes, &pass), Verdict::Authenticated, "{pass}");
+        }
+    }
+
+    #[test]
+    fn a_signature_copied_from_another_pass_is_forged() {
+        let keys = ring();
+        let other = signed(&keys, USER, PassKind::Passes, stored_pass("p-2", "ACTIVE", FARE));
+        let unsigned = stored_pass("p-1", "ACTIVE", FARE);
+        let copied = with(&with(&unsigned, PASS_SIG, other.get_str(PASS_SIG).unwrap()), PASS_SIG_KID, "k1");
+        assert_eq!(pass_verdict(&keys, USER, PassKind::Passes, &copied), Verdict::Forged(Forgery::Mismatch));
+    }
+
+    #[test]
+    fn a_signature_copied_from_another_user_is_forged() {
+        let keys = ring();
+        // The same pass, signed for user 6002, stored in user 6001's document.
+        let theirs = signed(&keys, 6002, PassKind::Passes, stored_pass("p-1", "ACTIVE", FARE));
+        assert_eq!(pass_verdict(&keys, 6002, PassKind::Passes, &theirs), Verdict::Authenticated);
+        assert_eq!(pass_verdict(&keys, USER, PassKind::Passes, &theirs), Verdict::Forged(Forgery::Mismatch));
+    }
+
+    #[test]
+    fn a_pass_moved_to_the_other_array_is_forged() {
+        let (keys, pass) = a_signed_pass();
+        assert_eq!(pass_verdict(&keys, USER, PassKind::Passes4, &pass), Verdict::Forged(Forgery::Mismatch));
+    }
+
+    #[test]
+    fn a_signature_of_the_wrong_length_is_forged() {
+        let (keys, pass) = a_signed_pass();
+        let hex = pass.get_str(PASS_SIG).unwrap().to_owned();
+        for (text, len) in [(&hex[..62], 62), (&format!("{hex}00")[..], 66), ("", 0)] {
+            let stored = with(&pass, PASS_SIG, text);
+            assert_eq!(pass_verdict(&keys, USER, PassKind::Passes, &stored), Verdict::Forged(Forgery::WrongLength(len)));
+        }
+    }
+
+    #[test]
+    fn an_upper_case_hex_signature_is_forged() {
+        let (keys, pass) = a_signed_pass();
+        let upper = pass.get_str(PASS_SIG).unwrap().to_ascii_uppercase();
+        let stored = with(&pass, PASS_SIG, upper);
+        assert_eq!(pass_verdict(&keys, USER, PassKind::Passes, &stored), Verdict::Forged(Forgery::UpperCaseHex));
+    }
+
+    #[test]
+    fn a_non_hex_signature_is_forged() {
+        let (keys, pass) = a_signed_pass();
+        let stored = with(&pass, PASS_SIG, format!("{}zz", &pass.get_str(PASS_SIG).unwrap()[..62]));
+        assert_eq!(pass_verdict(&keys, USER, PassKind::Passes, &stored), Verdict::Forged(Forgery::NotHex));
+        let binary =
+            with(&pass, PASS_SIG, mongodb::bson::Binary { subtype: mongodb::bson::spec::BinarySubtype::Generic, bytes: vec![0; 32] });
+        assert_eq!(pass_verdict(&keys, USER, PassKind::Passes, &binary), Verdict::Forged(Forgery::SignatureNotAString));
+    }
+
+    #[test]
+    fn an_unknown_key_id_is_told_apart_and_verifies_once_the_key_is_loaded() {
+        let rotated = ring_of("k2", &[("k1", [1; KEY_LEN]), ("k2", [2; KEY_LEN])]);
+        let pass = signed(&rotated, USER, PassKind::Passes, stored_pass("p-1", "ACTIVE", FARE));
+        assert_eq!(pass.get_str(PASS_SIG_KID).unwrap(), "k2");
+        assert_eq!(pass_verdict(&ring(), USER, PassKind::Passes, &pass), Verdict::UnknownKey(KeyId::parse("k2").unwrap()));
+        assert_eq!(Verdict::UnknownKey(KeyId::parse("k2").unwrap()).as_str(), "forged");
+        assert_eq!(pass_verdict(&rotated, USER, PassKind::Passes, &pass), Verdict::Authenticated);
+        // Same bytes, different id: another key.
+        let renamed = with(&pass, PASS_SIG_KID, "k1");
+        assert_eq!(pass_verdict(&rotated, USER, PassKind::Passes, &renamed), Verdict::Forged(Forgery::Mismatch));
+    }
+
+    #[test]
+    fn a_rotated_ring_keeps_verifying_what_the_old_key_signed() {
+        let (old, pass) = a_signed_pass();
+        let rotated = ring_of("k2", &[("k1", [1; KEY_LEN]), ("k2", [2; KEY_LEN])]);
+        assert_eq!(pass_verdict(&rotated, USER, PassKind::Passes, &pass), Verdict::Authenticated);
+        assert_eq!(pass_verdict(&old, USER, PassKind::Passes, &pass), Verdict::Authenticated);
+    }
+
+    #[test]
+    fn half_a_signature_or_a_malformed_key_id_is_forged() {
+        let (keys, pass) = a_signed_pass();
+        let cases = [
+            (without(&pass, PASS_SIG_KID), Forgery::KeyIdMissing),
+            (with(&pass, PASS_SIG_KID, Bson::Null), Forgery::KeyIdMissing),
+            (without(&pass, PASS_SIG), Forgery::SignatureMissing),
+            (with(&pass, PASS_SIG_KID, "k 1"), Forgery::MalformedKeyId),
+            (with(&pass, PASS_SIG_KID, 1_i32), Forgery::MalformedKeyId),
+            (with(&pass, PASS_SIG_KID, "k".repeat(33)), Forgery::MalformedKeyId),
+        ];
+        for (pass, forgery) in cases {
+            assert_eq!(pass_verdict(&keys, USER, PassKind::Passes, &pass), Verdict::Forged(forgery), "{pass}");
+        }
+    }
+
+    #[test]
+    fn a_covered_value_without_exact_text_cannot_be_signed_and_never_verifies() {
+        let (keys, pass) = a_signed_pass();
+        let dated = with(&pass, "timestamp", mongodb::bson::DateTime::from_millis(TIMESTAMP));
+        assert_eq!(pass_verdict(&keys, USER, PassKind::Passes, &dated), Verdict::Forged(Forgery::NoExactText));
+        let bytes = raw(&dated);
+        let (content, _) = read_pass(Doc::from(&*bytes)).unwrap();
+        assert!(matches!(sign_pass(&keys, user(USER), PassKind::Passes, &content), Err(SignError::NoExactText { field: "timestamp", .. })));
+        let huge = with(&pass, "free_ticket_status", 9_007_199_254_740_993_i64);
+        assert_eq!(pass_verdict(&keys, USER, PassKind::Passes, &huge), Verdict::Forged(Forgery::NoExactText));
+    }
+
+    /// A read that has already printed the payload's canonical text can sign over it as is.
+    #[test]
+    fn canonical_text_given_signs_as_the_stored_value_does() {
+        let (keys, pass) = a_signed_pass();
+        let bytes = raw(&pass);
+        let (mut content, stored) = read_pass(Doc::from(&*bytes)).unwrap();
+        let text = br#"{"fare":{"amount":2.75,"currency":"USD"},"rides":1}"#;
+        content.payload = Covered::Text(text);
+        assert_eq!(verify_pass(&keys, user(USER), PassKind::Passes, &content, &stored), Verdict::Authenticated);
+    }
+
+    fn three_passes(keys: &KeyRing) -> Vec<Document> {
+        ["p-1", "p-2", "p-3"].map(|uuid| signed(keys, USER, PassKind::Passes, stored_pass(uuid, "ACTIVE", FARE))).to_vec()
+    }
+
+    #[test]
+    fn a_signed_document_is_authenticated() {
+        let keys = ring();
+        let passes = three_passes(&keys);
+        let passes4 = [signed(&keys, USER, PassKind::Passes4, stored_pass("q-1", "ACTIVE", FARE))];
+        let document = signed_document(&keys, USER, &passes, &passes4);
+        assert_eq!(document_verdict(&keys, USER, &document), Verdict::Authenticated);
+        assert_eq!(document_verdict(&keys, USER, &without(&without(&document, DOC_SIG), DOC_SIG_KID)), Verdict::Unauthenticated);
+    }
+
+    #[test]
+    fn a_dropped_pass_fails_the_document_signature() {
+        let keys = ring();
+        let mut document = signed_document(&keys, USER, &three_passes(&keys), &[]);
+        array(&mut document, PassKind::Passes).remove(1);
+        assert_eq!(document_verdict(&keys, USER, &document), Verdict::Forged(Forgery::Mismatch));
+    }
+
+    #[test]
+    fn a_duplicated_pass_fails_the_document_signature() {
+        let keys = ring();
+        let mut document = signed_document(&keys, USER, &three_passes(&keys), &[]);
+        let copy = array(&mut document, PassKind::Passes)[0].clone();
+        array(&mut document, PassKind::Passes).push(copy);
+        assert_eq!(document_verdict(&keys, USER, &document), Verdict::Forged(Forgery::Mismatch));
+    }
+
+    #[test]
+    fn reordered_passes_fail_the_document_signature() {
+        let keys = ring();
+        let mut document = signed_document(&keys, USER, &three_passes(&keys), &[]);
+        array(&mut document, PassKind::Passes).swap(0, 2);
+        assert_eq!(document_verdict(&keys, USER, &document), Verdict::Forged(Forgery::Mismatch));
+    }
+
+    #[test]
+    fn a_pass_moved_to_the_other_array_fails_both_signatures() {
+        let keys = ring();
+        let mut document = signed_document(&keys, USER, &three_passes(&keys), &[]);
+        let moved = array(&mut document, PassKind::Passes).remove(0);
+        array(&mut document, PassKind::Passes4).push(moved.clone());
+        assert_eq!(document_verdict(&keys, USER, &document), Verdict::Forged(Forgery::Mismatch));
+        let moved = moved.as_document().unwrap();
+        assert_eq!(pass_verdict(&keys, USER, PassKind::Passes4, moved), Verdict::Forged(Forgery::Mismatch));
+    }
+
+    #[test]
+    fn a_pass_moved_to_another_users_document_fails_both_signatures() {
+        let keys = ring();
+        let passes = three_passes(&keys);
+        let mut theirs = signed_document(&keys, 6002, &[], &[]);
+        array(&mut theirs, PassKind::Passes).push(Bson::Document(passes[0].clone()));
+        assert_eq!(document_verdict(&keys, 6002, &theirs), Verdict::Forged(Forgery::Mismatch));
+        assert_eq!(pass_verdict(&keys, 6002, PassKind::Passes, &passes[0]), Verdict::Forged(Forgery::Mismatch));
+    }
+
+    #[test]
+    fn a_document_signature_copied_to_another_user_is_forged() {
+        let keys = ring();
+        let document = signed_document(&keys, USER, &[], &[]);
+        assert_eq!(document_verdict(&keys, 6002, &document), Verdict::Forged(Forgery::Mismatch));
+    }
+
+    #[test]
+    fn an_unsigned_pass_added_or_a_document_timestamp_changed_fails_the_document_signature() {
+        let keys = ring();
+        let mut document = signed_document(&keys, USER, &three_passes(&keys), &[]);
+        let original = document.clone();
+        array(&mut document, PassKind::Passes4).push(Bson::Document(stored_pass("x", "ACTIVE", FARE)));
+        assert_eq!(document_verdict(&keys, USER, &document), Verdict::Forged(Forgery::Mismatch));
+        let later = with(&original, "timestamp", TIMESTAMP + 1);
+        assert_eq!(document_verdict(&keys, USER, &later), Verdict::Forged(Forgery::Mismatch));
+        let no_passes4 = without(&original, "passes4");
+        assert_eq!(document_verdict(&keys, USER, &no_passes4), Verdict::Forged(Forgery::Mismatch), "an empty array is not an absent one");
+        // A pass's signature re-cased changes the list too.
+        let mut recased = original.clone();
+        let first = array(&mut recased, PassKind::Passes)[0].as_document_mut().unwrap();
+        let upper = first.get_str(PASS_SIG).unwrap().to_ascii_uppercase();
+        first.insert(PASS_SIG, upper);
+        assert_eq!(document_verdict(&keys, USER, &recased), Verdict::Forged(Forgery::Mismatch));
+    }
+
+    /// A write builds the document's list from the signatures it has just made.
+    #[test]
+    fn a_list_built_from_new_signatures_signs_as_the_stored_one_reads() {
+        let keys = ring();
+        let passes = three_passes(&keys);
+        let listed = passes
+            .iter()
+            .map(|pass| {
+                let kid = KeyId::parse(pass.get_str(PASS_SIG_KID).unwrap()).unwrap();
+                ListedItem::signed(&PassSignature { kid, hex: pass.get_str(PASS_SIG).unwrap().to_owned() })
+            })
+            .collect();
+        let content = DocumentContent {
+            timestamp: Covered::Stored(Value::Int64(TIMESTAMP)),
+            passes: ListedArray::Items(listed),
+            passes4: ListedArray::Items(vec![]),
+        };
+        let signature = sign_document(&keys, user(USER), &content).unwrap();
+        assert_eq!(signature, {
+            let stored = signed_document(&keys, USER, &passes, &[]);
+            PassSignature { kid: KeyId::parse("k1").unwrap(), hex: stored.get_str(DOC_SIG).unwrap().to_owned() }
+        });
+    }
+
+    #[test]
+    fn a_pass_is_authenticated_only_within_an_authenticated_document() {
+        use Verdict::*;
+        let unknown = UnknownKey(KeyId::parse("k9").unwrap());
+        let cases = [
+            (Authenticated, Authenticated, Authenticated),
+            (Authenticated, Forged(Forgery::Mismatch), Forged(Forgery::NotListed)),
+            (Authenticated, Unauthenticated, Forged(Forgery::DocumentUnsigned)),
+            (Authenticated, unknown.clone(), unknown.clone()),
+            (Unauthenticated, Authenticated, Unauthenticated),
+            (Unauthenticated, Unauthenticated, Unauthenticated),
+            (Unauthenticated, Forged(Forgery::Mismatch), Forged(Forgery::NotListed)),
+            (Forged(Forgery::UpperCaseHex), Authenticated, Forged(Forgery::UpperCaseHex)),
+            (unknown.clone(), Authenticated, unknown.clone()),
+        ];
+        for (pass, document, expected) in cases {
+            assert_eq!(pass_in_document(pass.clone(), &document), expected, "{pass:?} in {document:?}");
+        }
+    }
+
+    /// A random JSON object for property tests: nested objects and arrays, numbers of every kind.
+    pub(crate) fn random_payload(rng: &mut impl Rng, depth: usize) -> serde_json::Value {
+        let mut object = serde_json::Map::new();
+        for _ in 0..rng.random_range(0..6) {
+            // Names whose UTF-16 order differs from their UTF-8 order among them (U+E000 against U+1F600).
+            let name: String =
+                (0..rng.random_range(1..5)).map(|_| ["a", "Z", "0", "_", "é", "\u{e000}", "\u{1f600}"][rng.random_range(0..7)]).collect();
+            object.insert(name, random_value(rng, depth));
+        }
+        serde_json::Value::Object(object)
+    }
+
+    fn random_value(rng: &mut impl Rng, depth: usize) -> serde_json::Value {
+        use serde_json::json;
+        match rng.random_range(0..9) {
+            0 if depth > 0 => random_payload(rng, depth - 1),
+            1 if depth > 0 => json!((0..rng.random_range(0..4)).map(|_| random_value(rng, depth - 1)).collect::<Vec<_>>()),
+            2 => json!(rng.random_range(-(1_i64 << 53) + 1..1_i64 << 53)),
+            3 => json!(f64::from_bits(rng.random::<u64>()).clamp(-1e300, 1e300)),
+            4 => json!(rng.random::<f64>() * 1000.0),
+            5 => json!(["é", "\u{1f600}", "\"\\\n", "", "ACTIVE"][rng.random_range(0..5)]),
+            6 => json!(rng.random::<bool>()),
+            7 => serde_json::Value::Null,
+            _ => json!(rng.random::<i32>()),
+        }
+    }
+
+    /// A few hundred random passes: each verifies, and no single-bit change of its stored signature (the
+    /// text as stored, or the MAC it encodes) does.
+    #[test]
+    fn no_single_bit_flip_of_a_stored_signature_is_authenticated() {
+        let keys = ring();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(25);
+        for case in 0..300 {
+            let payload = random_payload(&mut rng, 3).to_string();
+            let status = ["ACTIVE", "EXPIRED", "", "USABLE"][case % 4];
+            let kind = PassKind::ALL[case % 2];
+            let mut pass = stored_pass(&format!("p-{case}"), status, &payload);
+            pass.insert("free_ticket_status", rng.random_range(0_i64..3));
+            let pass = signed(&keys, USER, kind, pass);
+            let bytes = raw(&pass);
+            let (content, _) = read_pass(Doc::from(&*bytes)).unwrap();
+            let hex = pass.get_str(PASS_SIG).unwrap().as_bytes().to_vec();
+            let check = |sig: &[u8]| {
+                verify_pass(
+                    &keys,
+                    user(USER),
+                    kind,
+                    &content,
+                    &StoredSignature { sig: Some(Value::String(sig)), kid: Some(Value::String(b"k1")) },
+                )
+            };
+            assert_eq!(check(&hex), Verdict::Authenticated, "{payload}");
+            // Every bit of the stored text for a tenth of the cases, one random bit for the others.
+            let bits: Vec<usize> = if case % 10 == 0 { (0..hex.len() * 8).collect() } else { vec![rng.random_range(0..hex.len() * 8)] };
+            for bit in bits {
+                let mut flipped = hex.clone();
+                flipped[bit / 8] ^= 1 << (bit % 8);
+                assert!(matches!(check(&flipped), Verdict::Forged(_)), "bit {bit} of {payload}");
+            }
+            // Every bit of the MAC, stored as valid lower-case hex.
+            let mut mac = [0; SIG_LEN];
+            hex::decode_to_slice(&hex, &mut mac).unwrap();
+            for bit in 0..SIG_LEN * 8 {
+                let mut flipped = mac;
+                flipped[bit / 8] ^= 1 << (bit % 8);
+                assert_eq!(check(hex::encode(flipped).as_bytes()), Verdict::Forged(Forgery::Mismatch));
+            }
+        }
+    }
+
+    #[test]
+    fn a_verdict_debug_shows_no_key_bytes() {
+        let keys = ring_of("k1", &[("k1", crate::keys::tests::SPOTTED_KEY)]);
+        let pass = signed(&keys, USER, PassKind::Passes, stored_pass("p-1", "ACTIVE", FARE));
+        let verdicts =
+            [pass_verdict(&keys, USER, PassKind::Passes, &with(&pass, "status", "X")), pass_verdict(&keys, USER, PassKind::Passes, &pass)];
+        let bytes = raw(&with(&pass, "timestamp", mongodb::bson::DateTime::from_millis(0)));
+        let (content, _) = read_pass(Doc::from(&*bytes)).unwrap();
+        let error = sign_pass(&keys, user(USER), PassKind::Passes, &content).unwrap_err();
+        let shown = format!("{verdicts:?} {error:?} {error} {keys:?}");
+        crate::keys::tests::assert_no_key_bytes(&shown, &crate::keys::tests::SPOTTED_KEY);
+    }
+}
