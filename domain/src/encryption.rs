@@ -219,3 +219,219 @@ impl Wanted {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authenticity::tests::{random_payload, ring, user, USER};
+    use crate::keys::tests::ring_of;
+    use crate::keys::KEY_LEN;
+    use mongodb::bson::{doc, Bson, Document};
+    use payload::hash::{self, HashForm};
+    use payload::text::{self, TextForm};
+    use rand::{Rng, SeedableRng};
+
+    fn at() -> PayloadBinding<'static> {
+        PayloadBinding { user: user(USER), kind: PassKind::Passes, pass_uuid: "p-1" }
+    }
+
+    fn payload(json: &str) -> RawDocumentBuf {
+        payload::convert_payload(json, 16).unwrap().bson
+    }
+
+    fn decrypt(keys: &KeyRing, at: &PayloadBinding<'_>, envelope: &Document) -> Result<RawDocumentBuf, DecryptError> {
+        let bytes = RawDocumentBuf::from_document(envelope).unwrap();
+        decrypt_payload(keys, at, Doc::from(&*bytes))
+    }
+
+    fn encrypted(keys: &KeyRing, json: &str) -> Document {
+        encrypt_payload(keys, &at(), &payload(json)).unwrap().to_document().unwrap()
+    }
+
+    fn with(envelope: &Document, name: &str, value: impl Into<Bson>) -> Document {
+        let mut envelope = envelope.clone();
+        envelope.insert(name, value.into());
+        envelope
+    }
+
+    fn binary(bytes: Vec<u8>) -> Binary {
+        Binary { subtype: BinarySubtype::Generic, bytes }
+    }
+
+    fn ct(envelope: &Document) -> Vec<u8> {
+        envelope.get_binary_generic("ct").unwrap().clone()
+    }
+
+    const FARE: &str = r#"{"fare":{"amount":2.75,"currency":"USD"},"rides":1,"barcode":"QR-123"}"#;
+
+    #[test]
+    fn a_payload_decrypts_to_the_bytes_the_plain_path_stores() {
+        let keys = ring();
+        let plain = payload(FARE);
+        let envelope = encrypted(&keys, FARE);
+        assert_eq!(envelope.get_str("alg").unwrap(), "A256GCM");
+        assert_eq!(envelope.get_str("kid").unwrap(), "k1");
+        assert_eq!(envelope.get_binary_generic("nonce").unwrap().len(), NONCE_LEN);
+        assert_eq!(ct(&envelope).len(), plain.as_bytes().len() + TAG_LEN);
+        let decrypted = decrypt(&keys, &at(), &envelope).unwrap();
+        assert_eq!(decrypted.as_bytes(), plain.as_bytes());
+        // No byte of the client's payload is stored in the clear.
+        let stored = RawDocumentBuf::from_document(&envelope).unwrap();
+        assert!(!stored.as_bytes().windows(6).any(|w| w == b"QR-123" || w == b"barcod"));
+        let bytes = RawDocumentBuf::from_document(&envelope).unwrap();
+        assert_eq!(envelope_key_id(Doc::from(&*bytes)), Some("k1"));
+    }
+
+    #[test]
+    fn each_encryption_draws_a_new_nonce() {
+        let keys = ring();
+        let (a, b) = (encrypted(&keys, FARE), encrypted(&keys, FARE));
+        assert_ne!(a.get_binary_generic("nonce").unwrap(), b.get_binary_generic("nonce").unwrap());
+        assert_ne!(ct(&a), ct(&b));
+    }
+
+    #[test]
+    fn a_damaged_ciphertext_does_not_decrypt() {
+        let keys = ring();
+        let envelope = encrypted(&keys, FARE);
+        let mut damaged = ct(&envelope);
+        damaged[3] ^= 0x40;
+        assert_eq!(decrypt(&keys, &at(), &with(&envelope, "ct", binary(damaged))), Err(DecryptError::Inauthentic));
+        let mut tag = ct(&envelope);
+        let last = tag.len() - 1;
+        tag[last] ^= 1;
+        assert_eq!(decrypt(&keys, &at(), &with(&envelope, "ct", binary(tag))), Err(DecryptError::Inauthentic));
+    }
+
+    #[test]
+    fn a_truncated_ciphertext_does_not_decrypt() {
+        let keys = ring();
+        let envelope = encrypted(&keys, FARE);
+        let full = ct(&envelope);
+        assert_eq!(decrypt(&keys, &at(), &with(&envelope, "ct", binary(full[..full.len() - 1].to_vec()))), Err(DecryptError::Inauthentic));
+        assert_eq!(
+            decrypt(&keys, &at(), &with(&envelope, "ct", binary(full[..TAG_LEN - 1].to_vec()))),
+            Err(DecryptError::Truncated { len: 15 })
+        );
+        assert_eq!(decrypt(&keys, &at(), &with(&envelope, "ct", binary(vec![]))), Err(DecryptError::Truncated { len: 0 }));
+    }
+
+    #[test]
+    fn a_nonce_of_the_wrong_length_does_not_decrypt() {
+        let keys = ring();
+        let envelope = encrypted(&keys, FARE);
+        for len in [0, 8, 11, 13, 16] {
+            assert_eq!(decrypt(&keys, &at(), &with(&envelope, "nonce", binary(vec![0; len]))), Err(DecryptError::WrongNonceLength { len }));
+        }
+        let mut nonce = envelope.get_binary_generic("nonce").unwrap().clone();
+        nonce[0] ^= 1;
+        assert_eq!(decrypt(&keys, &at(), &with(&envelope, "nonce", binary(nonce))), Err(DecryptError::Inauthentic));
+    }
+
+    #[test]
+    fn an_unknown_key_id_is_told_apart_and_decrypts_once_the_key_is_loaded() {
+        let rotated = ring_of("k2", &[("k1", [1; KEY_LEN]), ("k2", [2; KEY_LEN])]);
+        let envelope = encrypted(&rotated, FARE);
+        assert_eq!(decrypt(&ring(), &at(), &envelope), Err(DecryptError::UnknownKey { kid: crate::keys::KeyId::parse("k2").unwrap() }));
+        assert_eq!(decrypt(&rotated, &at(), &envelope).unwrap().as_bytes(), payload(FARE).as_bytes());
+        // Relabelled with another listed id: the key and the associated data both differ.
+        assert_eq!(decrypt(&rotated, &at(), &with(&envelope, "kid", "k1")), Err(DecryptError::Inauthentic));
+        assert_eq!(decrypt(&rotated, &at(), &with(&envelope, "kid", "k 2")), Err(DecryptError::MalformedKeyId));
+    }
+
+    #[test]
+    fn a_ciphertext_moved_to_another_pass_array_or_user_does_not_decrypt() {
+        let keys = ring();
+        let envelope = encrypted(&keys, FARE);
+        let elsewhere = [
+            PayloadBinding { pass_uuid: "p-2", ..at() },
+            PayloadBinding { kind: PassKind::Passes4, ..at() },
+            PayloadBinding { user: user(6002), ..at() },
+        ];
+        for at in elsewhere {
+            assert_eq!(decrypt(&keys, &at, &envelope), Err(DecryptError::Inauthentic), "{at:?}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_envelope_is_refused_with_what_is_wrong() {
+        let keys = ring();
+        let envelope = encrypted(&keys, FARE);
+        let cases = [
+            (with(&envelope, "alg", "A128GCM"), DecryptError::UnsupportedAlgorithm),
+            (with(&envelope, "alg", 1), DecryptError::Malformed("alg")),
+            (with(&envelope, "nonce", "AAAAAAAAAAAAAAAA"), DecryptError::Malformed("nonce")),
+            (
+                with(&envelope, "ct", Binary { subtype: BinarySubtype::UserDefined(0x80), bytes: ct(&envelope) }),
+                DecryptError::Malformed("ct"),
+            ),
+            (doc! { "alg": "A256GCM", "kid": "k1", "nonce": binary(vec![0; 12]) }, DecryptError::Malformed("ct")),
+            (doc! {}, DecryptError::Malformed("alg")),
+        ];
+        for (envelope, expected) in cases {
+            assert_eq!(decrypt(&keys, &at(), &envelope), Err(expected), "{envelope}");
+        }
+        // A member repeated.
+        let mut repeated = RawDocumentBuf::from_document(&envelope).unwrap();
+        repeated.append("kid", "k1");
+        assert_eq!(decrypt_payload(&keys, &at(), Doc::from(&*repeated)), Err(DecryptError::Malformed("kid")));
+        // Members the envelope does not use are ignored.
+        assert!(decrypt(&keys, &at(), &with(&envelope, "_id", mongodb::bson::oid::ObjectId::new())).is_ok());
+    }
+
+    /// A few hundred random payloads: each decrypts to its stored bytes, prints and hashes as the plain
+    /// path does, and no single-bit change of its nonce or ciphertext decrypts.
+    #[test]
+    fn decrypt_inverts_encrypt_and_no_single_bit_flip_decrypts() {
+        let keys = ring();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8785);
+        for case in 0..300 {
+            let json = random_payload(&mut rng, 3).to_string();
+            let plain = payload(&json);
+            let envelope = encrypted(&keys, &json);
+            let decrypted = decrypt(&keys, &at(), &envelope).unwrap();
+            assert_eq!(decrypted.as_bytes(), plain.as_bytes(), "{json}");
+            let (mut shown, mut shown_plain) = (Vec::new(), Vec::new());
+            text::write_document(&decrypted, TextForm::Display, &mut shown).unwrap();
+            text::write_document(&plain, TextForm::Display, &mut shown_plain).unwrap();
+            assert_eq!(shown, shown_plain);
+            assert_eq!(hash::hash(&decrypted, HashForm::Jcs).unwrap(), hash::hash(&plain, HashForm::Jcs).unwrap());
+
+            let (nonce, ciphertext) = (envelope.get_binary_generic("nonce").unwrap().clone(), ct(&envelope));
+            // Every bit for a tenth of the cases, a few random bits for the others.
+            let bits = |len: usize, rng: &mut rand::rngs::StdRng| -> Vec<usize> {
+                if case % 10 == 0 {
+                    (0..len * 8).collect()
+                } else {
+                    (0..4).map(|_| rng.random_range(0..len * 8)).collect()
+                }
+            };
+            for bit in bits(nonce.len(), &mut rng) {
+                let mut flipped = nonce.clone();
+                flipped[bit / 8] ^= 1 << (bit % 8);
+                assert_eq!(decrypt(&keys, &at(), &with(&envelope, "nonce", binary(flipped))), Err(DecryptError::Inauthentic));
+            }
+            for bit in bits(ciphertext.len(), &mut rng) {
+                let mut flipped = ciphertext.clone();
+                flipped[bit / 8] ^= 1 << (bit % 8);
+                assert_eq!(decrypt(&keys, &at(), &with(&envelope, "ct", binary(flipped))), Err(DecryptError::Inauthentic));
+            }
+        }
+    }
+
+    #[test]
+    fn errors_show_no_key_bytes() {
+        let spotted = crate::keys::tests::SPOTTED_KEY;
+        let keys = ring_of("k1", &[("k1", spotted)]);
+        let envelope = encrypted(&keys, FARE);
+        let mut shown = format!("{keys:?}");
+        let mut damaged = ct(&envelope);
+        damaged[0] ^= 1;
+        for envelope in [with(&envelope, "ct", binary(damaged)), with(&envelope, "kid", "k9"), with(&envelope, "nonce", binary(vec![1]))] {
+            let error = decrypt(&keys, &at(), &envelope).unwrap_err();
+            shown.push_str(&format!("{error:?} {error}"));
+        }
+        crate::keys::tests::assert_no_key_bytes(&shown, &spotted);
+        assert_eq!(format!("{:?}", EncryptError::RandomSource), "RandomSource");
+    }
+}
