@@ -307,6 +307,25 @@ pub enum Forgery {
     NotListed,
 }
 
+impl Forgery {
+    /// A stable name for logs, metrics and the Node client.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Forgery::SignatureMissing => "signature_missing",
+            Forgery::KeyIdMissing => "key_id_missing",
+            Forgery::SignatureNotAString => "signature_not_a_string",
+            Forgery::WrongLength(_) => "wrong_length",
+            Forgery::UpperCaseHex => "upper_case_hex",
+            Forgery::NotHex => "not_hex",
+            Forgery::MalformedKeyId => "malformed_key_id",
+            Forgery::NoExactText => "no_exact_text",
+            Forgery::Mismatch => "mismatch",
+            Forgery::DocumentUnsigned => "document_unsigned",
+            Forgery::NotListed => "not_listed",
+        }
+    }
+}
+
 /// A signature check's outcome, for a pass or a document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {

@@ -98,6 +98,22 @@ pub enum DecryptError {
     NotADocument,
 }
 
+impl DecryptError {
+    /// A stable name for logs, metrics and the Node client.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DecryptError::Malformed(_) => "malformed",
+            DecryptError::UnsupportedAlgorithm => "unsupported_algorithm",
+            DecryptError::MalformedKeyId => "malformed_key_id",
+            DecryptError::UnknownKey { .. } => "unknown_key",
+            DecryptError::WrongNonceLength { .. } => "wrong_nonce_length",
+            DecryptError::Truncated { .. } => "truncated",
+            DecryptError::Inauthentic => "inauthentic",
+            DecryptError::NotADocument => "not_a_document",
+        }
+    }
+}
+
 /// Encrypts a payload under the current key: the envelope to store in [`FIELD`].
 pub fn encrypt_payload(keys: &KeyRing, at: &PayloadBinding<'_>, payload: &RawDocument) -> Result<RawDocumentBuf, EncryptError> {
     let mut nonce = [0; NONCE_LEN];

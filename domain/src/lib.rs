@@ -12,6 +12,8 @@ pub mod error;
 pub mod indexes;
 pub mod input;
 pub mod keys;
+#[cfg(test)]
+mod node_vectors;
 pub mod pass_filter;
 pub mod read;
 pub mod retry;
