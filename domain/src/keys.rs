@@ -381,7 +381,7 @@ pub(crate) mod tests {
             format!(r#"{{"keys":{{"k1":"{key}"}}}}"#),
             format!(r#"{{"current":"k1","keys":{{"k1":"{key}"}},"extra":1}}"#),
             format!(r#"{{"current":"k1","current":"k1","keys":{{"k1":"{key}"}}}}"#),
-            format!(r#"{{"current":"k1","keys":{{"k1":7}}}}"#),
+            r#"{"current":"k1","keys":{"k1":7}}"#.to_owned(),
         ];
         for secret in malformed {
             assert!(matches!(KeyRing::from_secret_json(&secret), Err(KeyError::Malformed { line: 1, .. })), "{secret}");
