@@ -391,6 +391,26 @@ pub fn verify_document(keys: &KeyRing, user: UserId, document: &DocumentContent<
     verify(keys, stored, |kid| document_message(kid, user, document))
 }
 
+/// Checks a stored document's signature from its bytes (see [`read_document`] for what the read must
+/// include). A document whose covered parts cannot be read exactly (corrupt BSON, a pass signature
+/// stored as a value with no JSON text) is forged when it carries a signature: the service writes neither.
+pub fn verify_stored_document(keys: &KeyRing, user: UserId, document: Doc<'_>) -> Verdict {
+    match read_document(document) {
+        Ok((content, stored)) => verify_document(keys, user, &content, &stored),
+        Err(_) => {
+            let signed = document
+                .elements()
+                .flatten()
+                .any(|(key, value)| (key == DOC_SIG.as_bytes() || key == DOC_SIG_KID.as_bytes()) && !matches!(value, Value::Null));
+            if signed {
+                Verdict::Forged(Forgery::NoExactText)
+            } else {
+                Verdict::Unauthenticated
+            }
+        }
+    }
+}
+
 fn mac(key: &[u8; KEY_LEN], message: &[u8]) -> [u8; SIG_LEN] {
     let mut mac = keyed(key);
     mac.update(message);
@@ -918,6 +938,20 @@ pub(crate) mod tests {
         let upper = first.get_str(PASS_SIG).unwrap().to_ascii_uppercase();
         first.insert(PASS_SIG, upper);
         assert_eq!(document_verdict(&keys, USER, &recased), Verdict::Forged(Forgery::Mismatch));
+    }
+
+    #[test]
+    fn a_document_whose_list_has_no_exact_text_is_forged_when_signed() {
+        let keys = ring();
+        let mut document = signed_document(&keys, USER, &three_passes(&keys), &[]);
+        let first = array(&mut document, PassKind::Passes)[0].as_document_mut().unwrap();
+        first.insert(PASS_SIG, mongodb::bson::DateTime::from_millis(0));
+        let bytes = raw(&document);
+        assert_eq!(verify_stored_document(&keys, user(USER), Doc::from(&*bytes)), Verdict::Forged(Forgery::NoExactText));
+        let unsigned = raw(&without(&without(&document, DOC_SIG), DOC_SIG_KID));
+        assert_eq!(verify_stored_document(&keys, user(USER), Doc::from(&*unsigned)), Verdict::Unauthenticated);
+        let intact = raw(&signed_document(&keys, USER, &three_passes(&keys), &[]));
+        assert_eq!(verify_stored_document(&keys, user(USER), Doc::from(&*intact)), Verdict::Authenticated);
     }
 
     /// A write builds the document's list from the signatures it has just made.
