@@ -3,12 +3,17 @@
 //! live in the `payload` crate. Knows nothing of Lambda or HTTP.
 
 pub mod api_schema;
+pub mod authenticity;
 pub mod cache;
 pub mod config;
 pub mod connection;
+pub mod encryption;
 pub mod error;
 pub mod indexes;
 pub mod input;
+pub mod keys;
+#[cfg(test)]
+mod node_vectors;
 pub mod pass_filter;
 pub mod read;
 pub mod retry;
