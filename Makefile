@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 REQUIREMENTS := $(wildcard tests/mongo-standin/requirements.txt infra/requirements.txt requirements-tools.txt)
 FUNCTIONS := get-tickets update-tickets push-log ttl-sweeper
 
-.PHONY: soak help venv test test-rust test-engine test-standin test-python openapi contract run build check-build bench bench-quick fuzz deploy lint clean
+.PHONY: soak test-node help venv test test-rust test-engine test-standin test-python openapi contract run build check-build bench bench-quick fuzz deploy lint clean
 
 help:
 	@echo "make run     - local stack: MongoDB (MONGODB_URI, else DocumentDB when its launcher is here, else the stand-in;"
@@ -32,7 +32,7 @@ venv: $(VENV)/.installed
 
 # CI runs this: the release bootstraps built and checked first (glibc ≤ 2.34, sizes; the fleet test runs
 # them), then every test, then the contract fuzzing (about 4 minutes).
-test: venv build test-rust test-python contract
+test: venv build test-rust test-python test-node contract
 
 # The whole Rust suite on the first engine the harness finds (MONGODB_URI, MongoDB 7 on Docker, DocumentDB through
 # ../shared/documentdb, the stand-in: README "Engines"), then the integration tests again on the stand-in, which is
@@ -45,6 +45,10 @@ test-engine: venv
 
 test-standin: venv
 	TEST_MONGODB=standin MONGO_STANDIN_PYTHON=$(CURDIR)/$(PY) cargo test --workspace --locked --no-fail-fast --test '*'
+
+# The Node reader/writer of signed and encrypted passes against the vectors the Rust code writes.
+test-node:
+	node --test clients/node/
 
 test-python: venv
 	$(PY) -m pytest -q tests/mongo-standin $(wildcard infra/tests) api/tests
