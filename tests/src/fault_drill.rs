@@ -297,9 +297,8 @@ pub async fn run_fault(name: &str, engine_uri: &str, fault_on: impl Fn(&Stack), 
 /// then only availability is checked after it.
 pub async fn run_fault_with(name: &str, engine_uri: &str, fault_on: impl Fn(&Stack), fault_off: impl Fn(&Stack), durable: bool) -> Outcome {
     let stack = Stack::start(name, engine_uri).await;
-    let mut ledger = Ledger::default();
     // Warm: every environment has connected and served (the readers' users exist from the first round on).
-    ledger.warming = true;
+    let mut ledger = Ledger { warming: true, ..Ledger::default() };
     stack.round(&mut ledger, false).await;
     ledger.warming = false;
     let warm = stack.round(&mut ledger, false).await;
