@@ -52,9 +52,14 @@ const ANSWER_TIME: Duration = Duration::from_millis(250);
 /// Every database wait is bounded already; this bounds their sum (first contact, retries, a read-back)
 /// by what the invocation really has.
 fn time_to_deadline(request: &Request) -> Option<Duration> {
-    let deadline = request.lambda_context_ref()?.deadline;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64;
-    Some(Duration::from_millis(deadline.saturating_sub(now)).saturating_sub(ANSWER_TIME))
+    time_left(request.lambda_context_ref()?.deadline, now)
+}
+
+/// [`time_to_deadline`] of a deadline and a time, in milliseconds since the epoch. A deadline that is not
+/// after now was not given (local emulators send none, or 0); Lambda's always lies ahead.
+fn time_left(deadline_ms: u64, now_ms: u64) -> Option<Duration> {
+    (deadline_ms > now_ms).then(|| Duration::from_millis(deadline_ms - now_ms).saturating_sub(ANSWER_TIME))
 }
 
 async fn handle(state: &AppState, served: Operation, request: &Request) -> Result<Response<Body>, ApiError> {
@@ -378,4 +383,19 @@ fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
         let candidate = candidate.trim();
         candidate == "*" || candidate.trim_start_matches("W/") == etag
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_time_left_is_the_deadline_less_the_answer_time_and_no_deadline_is_none() {
+        let now = 1_800_000_000_000;
+        assert_eq!(time_left(now + 1_000, now), Some(Duration::from_millis(750)));
+        assert_eq!(time_left(now + 100, now), Some(Duration::ZERO), "too little left: answer at once");
+        assert_eq!(time_left(now, now), None);
+        assert_eq!(time_left(0, now), None, "an emulator's missing deadline");
+        assert_eq!(time_left(now - 5, now), None);
+    }
 }
